@@ -1,0 +1,57 @@
+"""Reference implementation of the Transformer (Vaswani et al., 2017) for the course
+"Transformers, step by step". Everything a chapter builds is importable from here::
+
+    from solutions import MultiHeadAttention, Transformer, greedy_decode
+
+Mask convention everywhere: a boolean tensor, True where attention is allowed.
+"""
+
+from .attention import (
+    KVCache,
+    MultiHeadAttention,
+    causal_mask,
+    fused_attention,
+    merge_heads,
+    padding_mask,
+    scaled_dot_product_attention,
+    softmax,
+    split_heads,
+)
+from .decoding import beam_search, greedy_decode, length_penalty
+from .layers import (
+    Decoder,
+    DecoderLayer,
+    Encoder,
+    EncoderLayer,
+    LearnedPositionalEncoding,
+    PositionwiseFeedForward,
+    SinusoidalPositionalEncoding,
+    TokenEmbedding,
+    sinusoidal_encoding,
+)
+from .model import Transformer
+
+__all__ = [
+    "KVCache",
+    "MultiHeadAttention",
+    "causal_mask",
+    "fused_attention",
+    "merge_heads",
+    "padding_mask",
+    "scaled_dot_product_attention",
+    "softmax",
+    "split_heads",
+    "beam_search",
+    "greedy_decode",
+    "length_penalty",
+    "Decoder",
+    "DecoderLayer",
+    "Encoder",
+    "EncoderLayer",
+    "LearnedPositionalEncoding",
+    "PositionwiseFeedForward",
+    "SinusoidalPositionalEncoding",
+    "TokenEmbedding",
+    "sinusoidal_encoding",
+    "Transformer",
+]

@@ -1,0 +1,290 @@
+"""Scaled dot-product attention and multi-head attention.
+
+Shapes use these letters throughout the package:
+
+    B  batch size          H  number of heads
+    Q  number of queries   K  number of keys (= number of values)
+    D  model width         Dh width of one head (D // H)
+
+Mask convention (one convention everywhere in this package): a mask is a **boolean** tensor,
+**True where attention is allowed**, broadcastable to (B, H, Q, K). This is the convention of
+``torch.nn.functional.scaled_dot_product_attention``. (``nn.MultiheadAttention`` and
+``nn.Transformer*`` use the opposite one for boolean masks: True there means "not allowed".)
+A query that may attend to no key at all gets an output of zeros, never NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "softmax",
+    "scaled_dot_product_attention",
+    "fused_attention",
+    "padding_mask",
+    "causal_mask",
+    "split_heads",
+    "merge_heads",
+    "check_mask",
+    "MultiHeadAttention",
+    "KVCache",
+]
+
+
+def softmax(x: Tensor, dim: int = -1) -> Tensor:
+    """Numerically stable softmax along ``dim``.
+
+    Subtracting the maximum before exponentiating changes nothing mathematically
+    (softmax(x) = softmax(x - c)) but keeps ``exp`` from overflowing for large logits.
+    Entries equal to ``-inf`` get probability 0; a slice that is all ``-inf`` gets all zeros
+    (``torch.softmax`` would give NaN there).
+
+    Args:
+        x: logits, any shape.
+        dim: the axis that sums to one.
+    Returns:
+        probabilities, same shape as ``x``.
+    """
+    x_max = x.amax(dim=dim, keepdim=True)
+    # An all -inf slice has max -inf, and -inf - (-inf) is NaN: shift such slices by 0 instead.
+    x_max = torch.where(torch.isfinite(x_max), x_max, torch.zeros_like(x_max))
+    exp = torch.exp(x - x_max)
+    total = exp.sum(dim=dim, keepdim=True)
+    return exp / torch.where(total > 0, total, torch.ones_like(total))
+
+
+def check_mask(mask: Tensor | None, q_len: int, k_len: int, batch: int | None = None) -> None:
+    """Raise a clear error unless ``mask`` is None or a boolean tensor broadcastable to
+    (batch, heads, q_len, k_len)."""
+    if mask is None:
+        return
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise TypeError(
+            f"mask must be a boolean tensor (True = may attend), got dtype {mask.dtype}"
+        )
+    if mask.dim() > 4:
+        raise ValueError(f"mask must have at most 4 dimensions, got shape {tuple(mask.shape)}")
+    shape = (1,) * (4 - mask.dim()) + tuple(mask.shape)
+    wanted = (batch if batch is not None else shape[0], shape[1], q_len, k_len)
+    for got, want in zip(shape, wanted):
+        if got not in (1, want):
+            raise ValueError(
+                f"mask of shape {tuple(mask.shape)} does not broadcast to "
+                f"(batch={wanted[0]}, heads, queries={q_len}, keys={k_len})"
+            )
+
+
+def scaled_dot_product_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout_p: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V, written out step by step.
+
+    Args:
+        q: queries (..., Q, Dk)
+        k: keys    (..., K, Dk)
+        v: values  (..., K, Dv)
+        mask: boolean, True = may attend, broadcastable to (..., Q, K).
+        dropout_p: dropout on the attention weights (training only).
+    Returns:
+        output (..., Q, Dv) and attention weights (..., Q, K); each row of the weights sums
+        to 1, or is all zeros for a query that may attend to no key.
+    """
+    check_mask(mask, q.shape[-2], k.shape[-2])
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., Q, K)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = softmax(scores, dim=-1)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ v, weights
+
+
+def fused_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout_p: float = 0.0
+) -> Tensor:
+    """The same computation as :func:`scaled_dot_product_attention` through PyTorch's fused
+    kernel (FlashAttention / memory-efficient / C++ math), without materialising the weights.
+
+    Shapes as in :func:`scaled_dot_product_attention`; returns only the output.
+    """
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    if mask is not None:
+        # The fused kernels return NaN (or garbage) for a query with no allowed key;
+        # our convention is a zero output.
+        out = out.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
+    return out
+
+
+def padding_mask(tokens: Tensor, pad_id: int = 0) -> Tensor:
+    """Mask that hides padding keys.
+
+    Args:
+        tokens: token ids (B, K).
+        pad_id: the id used for padding.
+    Returns:
+        boolean mask (B, 1, 1, K): True where the key is a real token.
+    """
+    if tokens.dim() != 2:
+        raise ValueError(f"tokens must have shape (batch, length), got {tuple(tokens.shape)}")
+    return (tokens != pad_id)[:, None, None, :]
+
+
+def causal_mask(length: int, device: torch.device | str | None = None) -> Tensor:
+    """Mask that lets position i attend to positions 0..i only.
+
+    Returns:
+        boolean mask (length, length), True on and below the diagonal.
+    """
+    return torch.ones(length, length, dtype=torch.bool, device=device).tril()
+
+
+def split_heads(x: Tensor, num_heads: int) -> Tensor:
+    """(B, L, D) -> (B, H, L, D // H): give every head its own slice of the features."""
+    batch, length, d_model = x.shape
+    return x.view(batch, length, num_heads, d_model // num_heads).transpose(1, 2)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """(B, H, L, Dh) -> (B, L, H * Dh): the inverse of :func:`split_heads`."""
+    batch, heads, length, d_head = x.shape
+    return x.transpose(1, 2).reshape(batch, length, heads * d_head)
+
+
+class KVCache:
+    """Keys and values of one attention layer, kept between decoding steps.
+
+    For self-attention in the decoder, each step appends the new token's key and value; for
+    cross-attention the keys and values come from the encoder's memory and are computed once.
+    Tensors are stored split into heads: (B, H, L, Dh).
+    """
+
+    def __init__(self) -> None:
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.k is None else self.k.shape[-2]
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Add new keys/values (B, H, new, Dh); return all of them so far (B, H, L, Dh)."""
+        if self.k is None:
+            self.k, self.v = k, v
+        else:
+            self.k = torch.cat([self.k, k], dim=-2)
+            self.v = torch.cat([self.v, v], dim=-2)
+        return self.k, self.v
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep the batch rows given by ``index`` (B',): used by beam search."""
+        if self.k is not None:
+            self.k = self.k.index_select(0, index)
+            self.v = self.v.index_select(0, index)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention: h attention heads, each on its own learned projection.
+
+        MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W_O,
+        head_i = Attention(Q W_Q_i, K W_K_i, V W_V_i)
+
+    Args:
+        d_model: model width D.
+        num_heads: number of heads H; must divide D.
+        dropout: dropout on the attention weights.
+        bias: whether the four projections have biases.
+
+    The attribute ``keep_weights`` (False by default) makes ``forward`` compute attention the
+    explicit way and keep the weights (B, H, Q, K) in ``last_weights`` for plotting; otherwise
+    PyTorch's fused kernel is used and ``last_weights`` is None.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        if num_heads <= 0 or d_model % num_heads != 0:
+            raise ValueError(
+                f"d_model ({d_model}) must be divisible by num_heads ({num_heads})"
+            )
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.keep_weights = False
+        self.last_weights: Tensor | None = None
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        mask: Tensor | None = None,
+        cache: KVCache | None = None,
+        static_kv: bool = False,
+    ) -> Tensor:
+        """
+        Args:
+            query: (B, Q, D)
+            key:   (B, K, D)
+            value: (B, K, D)
+            mask: boolean, True = may attend, broadcastable to (B, H, Q, K_total) where
+                K_total counts cached keys too.
+            cache: keys/values of earlier decoding steps (decoding only). With
+                ``static_kv=False`` (self-attention) the new keys/values are appended; with
+                ``static_kv=True`` (cross-attention) they are computed on the first call and
+                reused afterwards.
+        Returns:
+            (B, Q, D)
+        """
+        if query.dim() != 3 or query.shape[-1] != self.d_model:
+            raise ValueError(
+                f"query must have shape (batch, length, {self.d_model}), got {tuple(query.shape)}"
+            )
+        if query.shape[0] == 0:
+            raise ValueError("empty batch: query has batch size 0")
+        q = split_heads(self.q_proj(query), self.num_heads)
+        if cache is not None and static_kv and cache.k is not None:
+            k, v = cache.k, cache.v
+        else:
+            k = split_heads(self.k_proj(key), self.num_heads)
+            v = split_heads(self.v_proj(value), self.num_heads)
+            if cache is not None:
+                k, v = cache.append(k, v)
+        check_mask(mask, q.shape[-2], k.shape[-2], batch=q.shape[0])
+        dropout_p = self.dropout if self.training else 0.0
+        if self.keep_weights:
+            out, self.last_weights = scaled_dot_product_attention(q, k, v, mask, dropout_p)
+        else:
+            out, self.last_weights = fused_attention(q, k, v, mask, dropout_p), None
+        return self.out_proj(merge_heads(out))
+
+    @classmethod
+    def from_torch(cls, mha: nn.MultiheadAttention) -> MultiHeadAttention:
+        """Build ours holding the same weights as ``mha`` (which must have ``kdim == vdim ==
+        embed_dim``). ``nn.MultiheadAttention`` stacks W_Q, W_K, W_V in ``in_proj_weight``."""
+        if not mha._qkv_same_embed_dim:
+            raise ValueError("from_torch needs kdim == vdim == embed_dim")
+        bias = mha.in_proj_bias is not None
+        ours = cls(mha.embed_dim, mha.num_heads, dropout=mha.dropout, bias=bias)
+        ours.to(device=mha.in_proj_weight.device, dtype=mha.in_proj_weight.dtype)
+        with torch.no_grad():
+            for proj, w in zip(
+                (ours.q_proj, ours.k_proj, ours.v_proj), mha.in_proj_weight.chunk(3)
+            ):
+                proj.weight.copy_(w)
+            ours.out_proj.weight.copy_(mha.out_proj.weight)
+            if bias:
+                for proj, b in zip((ours.q_proj, ours.k_proj, ours.v_proj), mha.in_proj_bias.chunk(3)):
+                    proj.bias.copy_(b)
+                ours.out_proj.bias.copy_(mha.out_proj.bias)
+        return ours
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, num_heads={self.num_heads}, dropout={self.dropout}"
