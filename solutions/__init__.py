@@ -16,8 +16,9 @@ from .attention import (
     scaled_dot_product_attention,
     softmax,
     split_heads,
+    target_mask,
 )
-from .decoding import beam_search, greedy_decode, length_penalty
+from .decoding import beam_search, beam_step, greedy_decode, length_penalty
 from .layers import (
     Decoder,
     DecoderLayer,
@@ -41,6 +42,8 @@ __all__ = [
     "scaled_dot_product_attention",
     "softmax",
     "split_heads",
+    "target_mask",
+    "beam_step",
     "beam_search",
     "greedy_decode",
     "length_penalty",

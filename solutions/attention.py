@@ -27,6 +27,7 @@ __all__ = [
     "fused_attention",
     "padding_mask",
     "causal_mask",
+    "target_mask",
     "split_heads",
     "merge_heads",
     "check_mask",
@@ -113,6 +114,7 @@ def fused_attention(
 
     Shapes as in :func:`scaled_dot_product_attention`; returns only the output.
     """
+    check_mask(mask, q.shape[-2], k.shape[-2])
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     if mask is not None:
         # The fused kernels return NaN (or garbage) for a query with no allowed key;
@@ -142,6 +144,18 @@ def causal_mask(length: int, device: torch.device | str | None = None) -> Tensor
         boolean mask (length, length), True on and below the diagonal.
     """
     return torch.ones(length, length, dtype=torch.bool, device=device).tril()
+
+
+def target_mask(tokens: Tensor, pad_id: int = 0) -> Tensor:
+    """The decoder's self-attention mask: causal, and hiding padding keys.
+
+    Args:
+        tokens: target ids (B, T).
+    Returns:
+        boolean mask (B, 1, T, T): True where query i may attend to key j, that is
+        j <= i and token j is not padding.
+    """
+    return padding_mask(tokens, pad_id) & causal_mask(tokens.shape[1], tokens.device)
 
 
 def split_heads(x: Tensor, num_heads: int) -> Tensor:

@@ -15,7 +15,7 @@ from torch import Tensor
 from .data import BOS, EOS, PAD
 from .model import Transformer
 
-__all__ = ["greedy_decode", "beam_search", "length_penalty"]
+__all__ = ["greedy_decode", "beam_search", "beam_step", "length_penalty"]
 
 
 class _Stepper:
@@ -83,6 +83,33 @@ def length_penalty(length: Tensor, alpha: float) -> Tensor:
     return ((5.0 + length.float()) / 6.0) ** alpha
 
 
+def beam_step(scores: Tensor, log_probs: Tensor, finished: Tensor,
+              pad_id: int = PAD) -> tuple[Tensor, Tensor, Tensor]:
+    """One step of beam search: extend every hypothesis by every token, keep the best k.
+
+    Args:
+        scores: (B, k) total log-probability of each live hypothesis (-inf for unused beams).
+        log_probs: (B * k, V) log-probabilities of the next token; row b * k + j belongs to
+            hypothesis j of example b.
+        finished: (B * k,) True for hypotheses that already produced EOS; they may only be
+            extended by ``pad_id``, at no cost.
+    Returns:
+        new scores (B, k), sorted from best to worst;
+        rows (B * k,): for each new hypothesis, the row (b * k + j) of the one it extends;
+        tokens (B * k,): the token it was extended by.
+    """
+    batch, k = scores.shape
+    vocab = log_probs.shape[-1]
+    pad_only = torch.full_like(log_probs, float("-inf"))
+    pad_only[:, pad_id] = 0.0
+    log_probs = torch.where(finished[:, None], pad_only, log_probs)
+    candidates = scores[:, :, None] + log_probs.view(batch, k, vocab)  # (B, k, V)
+    scores, flat = candidates.view(batch, k * vocab).topk(k, dim=-1)  # (B, k) each
+    beam, token = flat // vocab, flat % vocab
+    rows = torch.arange(batch, device=scores.device)[:, None] * k + beam
+    return scores, rows.view(-1), token.view(-1)
+
+
 @torch.no_grad()
 def beam_search(model: Transformer, src: Tensor, max_len: int, beam_size: int = 4,
                 alpha: float = 0.6, bos_id: int = BOS, eos_id: int = EOS,
@@ -113,17 +140,7 @@ def beam_search(model: Transformer, src: Tensor, max_len: int, beam_size: int = 
     finished = torch.zeros(batch * k, dtype=torch.bool, device=device)
     lengths = torch.zeros(batch * k, dtype=torch.long, device=device)
     for _ in range(max_len):
-        log_probs = step(tokens)  # (B*k, V)
-        vocab = log_probs.shape[-1]
-        # A finished hypothesis may only be extended by padding, which costs nothing.
-        pad_only = torch.full_like(log_probs, float("-inf"))
-        pad_only[:, model.pad_id] = 0.0
-        log_probs = torch.where(finished[:, None], pad_only, log_probs)
-        candidates = scores[:, :, None] + log_probs.view(batch, k, vocab)  # (B, k, V)
-        scores, flat = candidates.view(batch, k * vocab).topk(k, dim=-1)  # (B, k)
-        beam, token = flat // vocab, flat % vocab
-        rows = (torch.arange(batch, device=device)[:, None] * k + beam).view(-1)
-        token = token.view(-1)
+        scores, rows, token = beam_step(scores, step(tokens), finished, model.pad_id)
         tokens = torch.cat([tokens[rows], token[:, None]], dim=1)
         lengths = lengths[rows] + (~finished[rows]).long()
         finished = finished[rows] | (token == eos_id)

@@ -63,6 +63,7 @@ class TokenEmbedding(nn.Module):
         return self.embedding.weight
 
     def forward(self, tokens: Tensor) -> Tensor:
+        """token ids (B, L) -> embeddings (B, L, D), scaled by sqrt(D)."""
         check_token_ids(tokens, self.vocab_size)
         return self.embedding(tokens) * math.sqrt(self.d_model)
 
@@ -92,6 +93,7 @@ class SinusoidalPositionalEncoding(nn.Module):
         self.register_buffer("pe", sinusoidal_encoding(max_len, d_model), persistent=False)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        """x (B, L, D) -> x + PE[offset : offset + L], (B, L, D)."""
         length = x.shape[1]
         if offset + length > self.max_len:
             raise ValueError(f"sequence of length {offset + length} exceeds max_len={self.max_len}")
@@ -108,6 +110,7 @@ class LearnedPositionalEncoding(nn.Module):
         nn.init.normal_(self.embedding.weight, std=0.02)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        """x (B, L, D) -> x + P[offset : offset + L], (B, L, D), P learned."""
         length = x.shape[1]
         if offset + length > self.max_len:
             raise ValueError(f"sequence of length {offset + length} exceeds max_len={self.max_len}")
@@ -132,6 +135,7 @@ class PositionwiseFeedForward(nn.Module):
         self.activation = activation
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, L, D) -> (B, L, D)"""
         return self.linear2(self.dropout(ACTIVATIONS[self.activation](self.linear1(x))))
 
 
@@ -153,6 +157,7 @@ class Sublayer(nn.Module):
         self.norm_first = norm_first
 
     def forward(self, x: Tensor, fn) -> Tensor:
+        """x (B, L, D); fn maps (B, L, D) -> (B, L, D). Returns (B, L, D)."""
         if self.norm_first:
             return x + self.dropout(fn(self.norm(x)))
         return self.norm(x + self.dropout(fn(x)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .attention import KVCache, MultiHeadAttention, causal_mask, padding_mask
+from .attention import KVCache, MultiHeadAttention, padding_mask, target_mask
 from .layers import (
     Decoder,
     DecoderLayer,
@@ -103,7 +103,7 @@ class Transformer(nn.Module):
 
     def tgt_mask(self, tgt: Tensor) -> Tensor:
         """(B, T) token ids -> (B, 1, T, T): causal and hiding target padding."""
-        return padding_mask(tgt, self.pad_id) & causal_mask(tgt.shape[1], tgt.device)
+        return target_mask(tgt, self.pad_id)
 
     # --- the two halves ------------------------------------------------------------------
 

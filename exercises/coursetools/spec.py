@@ -1,0 +1,222 @@
+"""What each assignment asks for: which package functions become exercises, in the order the
+chapter builds them, and what code is provided. The notebooks are generated from this list and
+the package (see :mod:`coursetools.build`); the checkers live in :mod:`coursetools.checks`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One graded function or method: ``target`` is 'module:function' or 'module:Class.method'."""
+
+    target: str
+    points: int
+    intro: str
+
+    @property
+    def name(self) -> str:
+        """The checker's name: 'softmax' or 'MultiHeadAttention.forward'."""
+        return self.target.partition(":")[2]
+
+    @property
+    def owner(self) -> str | None:
+        return self.name.split(".")[0] if "." in self.name else None
+
+    @property
+    def method(self) -> str | None:
+        return self.name.split(".")[1] if "." in self.name else None
+
+    @property
+    def owner_target(self) -> str:
+        return self.target.rsplit(".", 1)[0] if self.method else self.target
+
+    @property
+    def owner_id(self) -> str:
+        return re.sub(r"\W", "_", self.owner or self.name)
+
+    @property
+    def grade_id(self) -> str:
+        return re.sub(r"\W", "_", self.name)
+
+    @property
+    def title(self) -> str:
+        return f"Exercise: `{self.name}`"
+
+
+@dataclass(frozen=True)
+class Provided:
+    """Code the notebook defines for the student (a function, class or constant)."""
+
+    target: str
+
+
+@dataclass(frozen=True)
+class Assignment:
+    name: str
+    title: str
+    chapter: str
+    intro: str
+    items: list = field(default_factory=list)
+    outro: str = ""
+
+
+SETUP_CODE = """\
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from checks import check  # the tests below; each says exactly what is wrong
+
+torch.manual_seed(0)
+"""
+
+STUDENT_INSTRUCTIONS = """\
+**How to work.** Run the cells from the top. In each exercise cell, replace
+`raise NotImplementedError()` with your code, keeping the function's name and signature; then run
+the test cell below it. A failing test says what is wrong (expected against received shape,
+the largest error, and a hint at the usual mistake). When every test passes, press **Validate**
+in the toolbar, save, and submit.
+
+Each test checks one exercise on its own: while it runs, the earlier exercises your code calls
+are replaced by PyTorch's versions, so one mistake costs points in one place only. Hidden tests
+with other shapes and edge cases run when your notebook is graded.
+
+**Mask convention**: a mask is a boolean tensor, **True where attention is allowed**, as in
+`torch.nn.functional.scaled_dot_product_attention`.
+"""
+
+A = "solutions.attention:"
+L = "solutions.layers:"
+M = "solutions.model:"
+D = "solutions.decoding:"
+
+ASSIGNMENTS: list[Assignment] = [
+    Assignment(
+        name="ch01_attention",
+        title="Chapter 1 exercises: attention",
+        chapter="book/ch01_attention",
+        intro="Build scaled dot-product attention from its parts: a numerically stable "
+              "softmax, the attention itself, and the padding mask.",
+        items=[
+            Provided(A + "check_mask"),
+            Exercise(A + "softmax", 2,
+                     "Write a softmax that does not overflow for logits of ±10,000 and gives "
+                     "probability 0 to `-inf` logits (a row of only `-inf` gives zeros, not "
+                     "NaN). Do not call `torch.softmax`."),
+            Exercise(A + "scaled_dot_product_attention", 3,
+                     "Attention(Q, K, V) = softmax(Q Kᵀ / √d_k) V. Mask the scores with `-inf` "
+                     "where the mask is False, use your `softmax`, and return both the output "
+                     "and the weights."),
+            Exercise(A + "padding_mask", 1,
+                     "Build the mask that hides padding keys, shaped to broadcast over heads "
+                     "and queries."),
+        ],
+    ),
+    Assignment(
+        name="ch02_multihead",
+        title="Chapter 2 exercises: multi-head attention",
+        chapter="book/ch02_multihead",
+        intro="Split the model width into heads, attend in every head at once, and merge "
+              "the heads back.",
+        items=[
+            Provided(A + "check_mask"),
+            Provided(A + "softmax"),
+            Provided(A + "scaled_dot_product_attention"),
+            Provided(A + "fused_attention"),
+            Provided(A + "KVCache"),
+            Exercise(A + "split_heads", 1,
+                     "(B, L, D) → (B, H, L, D/H): head h gets features h·D/H to (h+1)·D/H − 1."),
+            Exercise(A + "merge_heads", 1,
+                     "The inverse of `split_heads`: (B, H, L, Dh) → (B, L, H·Dh)."),
+            Exercise(A + "MultiHeadAttention.forward", 3,
+                     "Project, split into heads, attend (explicitly when `keep_weights` is set, "
+                     "keeping the weights in `last_weights`; otherwise with `fused_attention`), "
+                     "merge the heads and project out. The key/value cache is used only when "
+                     "decoding; the test passes `cache=None`."),
+        ],
+    ),
+    Assignment(
+        name="ch03_embeddings",
+        title="Chapter 3 exercises: embeddings and positions",
+        chapter="book/ch03_embeddings",
+        intro="Turn token ids into vectors and tell the model where each token is.",
+        items=[
+            Provided(L + "check_token_ids"),
+            Exercise(L + "TokenEmbedding.forward", 1,
+                     "Look the tokens up and scale by √d_model."),
+            Exercise(L + "sinusoidal_encoding", 2,
+                     "The paper's sinusoidal table: sines in even columns, cosines in odd "
+                     "columns, wavelengths from 2π to 10000·2π."),
+            Exercise(L + "SinusoidalPositionalEncoding.forward", 1,
+                     "Add the encodings of positions `offset` to `offset + L − 1`."),
+        ],
+    ),
+    Assignment(
+        name="ch04_encoder",
+        title="Chapter 4 exercises: the encoder",
+        chapter="book/ch04_encoder",
+        intro="Assemble the encoder: feed-forward network, residual connections with layer "
+              "norm (post-norm and pre-norm), the encoder layer and the stack.",
+        items=[
+            Provided(A + "check_mask"),
+            Provided(A + "softmax"),
+            Provided(A + "scaled_dot_product_attention"),
+            Provided(A + "fused_attention"),
+            Provided(A + "split_heads"),
+            Provided(A + "merge_heads"),
+            Provided(A + "KVCache"),
+            Provided(A + "MultiHeadAttention"),
+            Provided(L + "ACTIVATIONS"),
+            Exercise(L + "PositionwiseFeedForward.forward", 1,
+                     "linear → activation → dropout → linear."),
+            Exercise(L + "Sublayer.forward", 2,
+                     "A residual connection with layer norm, post-norm (the paper) or pre-norm "
+                     "depending on `norm_first`."),
+            Exercise(L + "EncoderLayer.forward", 2,
+                     "Self-attention sublayer, then feed-forward sublayer."),
+            Exercise(L + "Encoder.forward", 1,
+                     "Run the layers in order, then the final norm if there is one."),
+        ],
+    ),
+    Assignment(
+        name="ch05_decoder",
+        title="Chapter 5 exercises: the decoder",
+        chapter="book/ch05_decoder",
+        intro="Masks that hide the future, cross-attention over the encoder's output, and "
+              "the decoder stack.",
+        items=[
+            Provided(A + "check_mask"),
+            Provided(A + "softmax"),
+            Provided(A + "scaled_dot_product_attention"),
+            Provided(A + "fused_attention"),
+            Provided(A + "split_heads"),
+            Provided(A + "merge_heads"),
+            Provided(A + "KVCache"),
+            Provided(A + "MultiHeadAttention"),
+            Provided(A + "padding_mask"),
+            Provided(L + "ACTIVATIONS"),
+            Provided(L + "PositionwiseFeedForward"),
+            Provided(L + "Sublayer"),
+            Exercise(A + "causal_mask", 1,
+                     "Position i may attend to positions 0 … i (True on and below the diagonal)."),
+            Exercise(A + "target_mask", 1,
+                     "The decoder's self-attention mask: causal AND hiding padding keys."),
+            Exercise(L + "DecoderLayer.forward", 3,
+                     "Masked self-attention, cross-attention over `memory`, feed-forward; each "
+                     "in a residual sublayer. Pass `cache` pieces on to the attention layers "
+                     "(self-attention appends, cross-attention uses `static_kv=True`)."),
+            Exercise(L + "Decoder.forward", 1,
+                     "Run the layers (with layer i's cache pair when a cache is given), then the "
+                     "final norm if there is one."),
+        ],
+    ),
+]

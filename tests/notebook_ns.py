@@ -1,0 +1,47 @@
+"""Run a generated exercise notebook's code in-process, for fast tests of the checkers.
+
+``namespace(assignment, replace={...})`` executes the source notebook's setup, provided and
+solution cells (not the test cells) in a fresh namespace, with some solution cells replaced by
+other code: a student's correct-but-different answer, or a common mistake. The real-kernel,
+real-nbgrader round trip lives in test_grading.py; this is the quick path.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "exercises" / "source"
+
+
+@cache
+def _cells(assignment: str) -> tuple[tuple[str, str, dict], ...]:
+    nb = json.loads((SOURCE / assignment / f"{assignment}.ipynb").read_text())
+    return tuple((c["id"], "".join(c["source"]), c["metadata"].get("nbgrader", {}))
+                 for c in nb["cells"] if c["cell_type"] == "code")
+
+
+def solution_cell_ids(assignment: str) -> list[str]:
+    return [cell_id for cell_id, _, meta in _cells(assignment) if meta.get("solution")]
+
+
+def namespace(assignment: str, replace: dict[str, str] | None = None) -> dict:
+    """Execute the notebook's non-test cells; ``replace`` maps cell ids to other code."""
+    replace = replace or {}
+    unknown = set(replace) - {cell_id for cell_id, _, _ in _cells(assignment)}
+    if unknown:
+        raise KeyError(f"{assignment} has no cells {sorted(unknown)}")
+    checks_dir = str(SOURCE / assignment)
+    if checks_dir not in sys.path:
+        sys.path.insert(0, checks_dir)
+    ns: dict = {"__name__": f"notebook_{assignment}"}
+    for cell_id, source, meta in _cells(assignment):
+        if meta.get("grade") and not meta.get("solution"):
+            continue  # test cells
+        code = replace.get(cell_id, source)
+        # `from __future__` must be first in a compiled unit, as in the notebook's first cell.
+        exec(compile(code, f"<{assignment}:{cell_id}>", "exec"), ns)
+    return ns

@@ -1,0 +1,321 @@
+"""End-to-end checks of the web book: it builds with warnings as errors, and every page of the
+table of contents works offline in a real browser (Chromium through Playwright).
+
+The build uses the execution cache (_build/.jupyter_cache), so a rebuild only re-runs pages that
+changed. Set BOOK_SKIP_BUILD=1 to test an existing _build/html without rebuilding.
+Full-page screenshots land in _build/screenshots/ for a human to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urljoin, urlsplit
+
+import pytest
+import yaml
+from book_browser import Watcher, launch_chromium, serve_directory
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+BUILD_TIMEOUT_S = 3600
+
+
+# --------------------------------------------------------------------------------------------
+# The table of contents
+
+
+def _toc_files(toc: dict) -> list[str]:
+    """Every `file:` of a jb-book _toc.yml, in reading order, root first."""
+    files = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return [re.sub(r"\.(md|ipynb)$", "", f) for f in files]
+
+
+TOC_PAGES = _toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8")))
+
+
+# --------------------------------------------------------------------------------------------
+# Fixtures: build, serve, browse
+
+
+def _jupyter_book() -> list[str]:
+    exe = Path(sys.executable).with_name("jupyter-book")
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("jupyter-book")
+    if found:
+        return [found]
+    pytest.fail("jupyter-book is not installed (run `make venv`)")
+
+
+@pytest.fixture(scope="session")
+def book() -> Path:
+    """Build the book (warnings are errors, broken references too); return _build/html."""
+    if os.environ.get("BOOK_SKIP_BUILD") != "1":
+        proc = subprocess.run(
+            [*_jupyter_book(), "build", ".", "-W", "-n", "--keep-going"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+        )
+        log = proc.stdout + proc.stderr
+        assert proc.returncode == 0, f"book build failed (exit {proc.returncode}):\n{log[-8000:]}"
+    assert (HTML / "index.html").exists(), "no _build/html/index.html"
+    return HTML
+
+
+@pytest.fixture(scope="session")
+def base_url(book) -> str:
+    with serve_directory(book) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def browser(book):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def context(browser):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
+    ctx.set_default_timeout(30_000)
+    watcher = Watcher(ctx)
+    yield ctx, watcher
+    ctx.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+class _IdCollector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        for name, value in attrs:
+            if name == "id" or (tag == "a" and name == "name"):
+                self.ids.add(value or "")
+
+
+_ID_CACHE: dict[Path, set[str]] = {}
+
+
+def _ids_of(path: Path) -> set[str]:
+    if path not in _ID_CACHE:
+        parser = _IdCollector()
+        parser.feed(path.read_text(encoding="utf-8"))
+        _ID_CACHE[path] = parser.ids
+    return _ID_CACHE[path]
+
+
+def _local_file(url: str, base_url: str) -> Path | None:
+    """The file under _build/html that a URL on the local server points to (None if another
+    host)."""
+    if not url.startswith(base_url + "/"):
+        return None
+    path = unquote(urlsplit(url).path).lstrip("/")
+    target = HTML / path
+    if not path or path.endswith("/"):
+        target = target / "index.html"
+    return target
+
+
+# Text nodes outside code and outside typeset math: raw TeX delimiters there mean MathJax did
+# not typeset something.
+_RAW_MATH_JS = r"""
+() => {
+  const skip = new Set(['PRE', 'CODE', 'SCRIPT', 'STYLE', 'TEXTAREA', 'MJX-CONTAINER']);
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT, {
+    acceptNode(node) {
+      for (let el = node.parentElement; el; el = el.parentElement) {
+        if (skip.has(el.tagName) || el.classList.contains('highlight')) {
+          return NodeFilter.FILTER_REJECT;
+        }
+      }
+      return NodeFilter.FILTER_ACCEPT;
+    }
+  });
+  const found = [];
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const t = n.textContent;
+    if (/\$\$|\\\(|\\\)|\\\[|\\\]/.test(t)) found.push(t.trim().slice(0, 120));
+  }
+  return found;
+}
+"""
+
+
+def _open(page, url: str) -> None:
+    page.goto(url, wait_until="load")
+    page.wait_for_load_state("networkidle")
+
+
+# --------------------------------------------------------------------------------------------
+# Tests
+
+
+def test_toc_pages_were_built(book):
+    missing = [p for p in TOC_PAGES if not (book / f"{p}.html").exists()]
+    assert not missing, f"pages in _toc.yml without HTML: {missing}"
+
+
+_EXTERNAL = re.compile(r"^(https?:)?//", re.IGNORECASE)
+
+
+class _AssetCollector(HTMLParser):
+    """src/href of tags that make the browser fetch something when the page loads."""
+
+    def __init__(self):
+        super().__init__()
+        self.assets: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag in ("script", "img", "iframe", "embed", "audio", "video", "source", "track"):
+            self.assets += [a.get("src") or "", a.get("data-src") or ""]
+            self.assets += [s.split()[0] for s in (a.get("srcset") or "").split(",") if s.strip()]
+        elif tag == "link":
+            rel = (a.get("rel") or "").lower()
+            if rel not in ("canonical", "alternate"):  # metadata only, never fetched
+                self.assets.append(a.get("href") or "")
+        elif tag == "object":
+            self.assets.append(a.get("data") or "")
+
+
+def test_no_external_assets(book):
+    """No page, style sheet or script of the book loads anything from the internet."""
+    offenders = []
+    for page in sorted(book.rglob("*.html")):
+        parser = _AssetCollector()
+        parser.feed(page.read_text(encoding="utf-8"))
+        offenders += [f"{page.relative_to(book)}: {u}" for u in parser.assets if _EXTERNAL.match(u)]
+        for m in re.finditer(r"@import\s+url\(\s*['\"]?(https?:)?//[^)]*\)", page.read_text()):
+            offenders.append(f"{page.relative_to(book)}: {m.group(0)}")
+    for css in sorted(book.rglob("*.css")):
+        text = css.read_text(encoding="utf-8", errors="replace")
+        for m in re.finditer(r"url\(\s*['\"]?((?:https?:)?//[^)'\"]*)", text):
+            offenders.append(f"{css.relative_to(book)}: {m.group(1)}")
+    assert not offenders, "external assets:\n" + "\n".join(offenders)
+
+
+def _math_failures(page) -> list[str]:
+    """When the page has math, MathJax typeset all of it and left no TeX behind."""
+    n_math = page.locator(".math").count()
+    if not n_math:
+        return []
+    try:
+        page.wait_for_function(
+            "() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=15_000
+        )
+    except PlaywrightTimeout:
+        return [f"{n_math} math elements but MathJax never started"]
+    page.evaluate("() => MathJax.startup.promise")
+    failures = []
+    n_typeset = page.locator("mjx-container").count()
+    if n_typeset < n_math:
+        failures.append(f"{n_math} math elements but only {n_typeset} typeset")
+    if page.locator("mjx-merror").count():
+        failures.append("MathJax reported a TeX error (mjx-merror)")
+    raw = page.evaluate(_RAW_MATH_JS)
+    if raw:
+        failures.append(f"raw TeX left on the page: {raw}")
+    return failures
+
+
+_BROKEN_IMAGES_JS = """async () => {
+  const imgs = Array.from(document.images);
+  await Promise.all(imgs.map(i => i.decode().catch(() => null)));
+  return imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'));
+}"""
+
+
+def _link_failures(page, base_url: str) -> list[str]:
+    """Internal links: the file exists and, with an anchor, the anchor's id is on that page."""
+    hrefs = page.evaluate("() => Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
+    failures = []
+    for href in sorted(set(hrefs)):
+        target = _local_file(href, base_url)
+        if target is None:
+            continue  # a link (not an asset) to another site, or mailto:
+        if not target.is_file():
+            failures.append(f"broken link {href} (no file {target.relative_to(HTML)})")
+            continue
+        fragment = unquote(urlsplit(href).fragment)
+        if fragment and target.suffix == ".html" and fragment not in _ids_of(target):
+            failures.append(f"broken link {href} (no id {fragment!r} on that page)")
+    return failures
+
+
+@pytest.mark.parametrize("page_name", TOC_PAGES)
+def test_page(page_name, base_url, context):
+    """One page of the toc, in Chromium: no errors, everything local, images, math, links."""
+    ctx, watcher = context
+    page = ctx.new_page()
+    _open(page, f"{base_url}/{page_name}.html")
+
+    failures = _math_failures(page)
+    failures += [f"image did not load: {src}" for src in page.evaluate(_BROKEN_IMAGES_JS)]
+    failures += _link_failures(page, base_url)
+    page.screenshot(path=_screenshot_path(page_name.replace("/", "__")), full_page=True)
+    page.wait_for_load_state("networkidle")
+    for kind, items in watcher.problems().items():
+        failures += [f"{kind}: {item}" for item in items]
+    assert not failures, f"{page_name}:\n" + "\n".join(failures)
+
+
+def test_search_finds_attention(base_url, context):
+    """Sphinx's offline search page finds the attention chapter."""
+    ctx, watcher = context
+    page = ctx.new_page()
+    _open(page, f"{base_url}/search.html?q=attention")
+    results = page.locator("#search-results ul.search li")
+    results.first.wait_for(state="visible", timeout=30_000)
+    links = page.evaluate(
+        "() => Array.from(document.querySelectorAll('#search-results ul.search li a'))"
+        ".map(a => a.href)"
+    )
+    assert results.count() > 0
+    assert any("ch01_attention" in link for link in links), links
+    page.screenshot(path=_screenshot_path("search"), full_page=True)
+    assert not watcher.problems(), watcher.problems()
+
+
+def _screenshot_path(name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS / f"{name}.png"
+
+
+def test_home_redirects_to_intro(base_url, context):
+    ctx, watcher = context
+    page = ctx.new_page()
+    _open(page, urljoin(base_url + "/", "index.html"))
+    page.wait_for_url(re.compile(r".*/book/intro\.html"))
+    assert "Transformers, step by step" in page.title()
+    assert not watcher.problems(), watcher.problems()
