@@ -18,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -78,6 +80,11 @@ class SubmissionVerdict:
     def to_json(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, data: dict) -> SubmissionVerdict:
+        exercises = {k: ExerciseVerdict(**v) for k, v in data.pop("exercises").items()}
+        return cls(exercises=exercises, **data)
+
 
 def case_seed(secret: bytes, *parts: str) -> int:
     """A 63-bit seed from the course secret and the names: same inputs, same cases."""
@@ -110,7 +117,8 @@ def judge_exercise(name: str, n: int, cases: list[dict], out: Path) -> ExerciseV
         stem = out / f"{n}_{c}"
         error_file = Path(str(stem) + ".error")
         if error_file.exists():
-            message = error_file.read_text(errors="replace")[:1000]
+            with open(error_file, "rb") as f:  # a plain file (see _keep_plain_files)
+                message = f.read(4000).decode(errors="replace")[:1000]
             if "NotImplementedError" in message:
                 return ExerciseVerdict(name, False, f"{name} is not implemented.", c)
             return ExerciseVerdict(name, False, f"{where}: your code raised {message}", c)
@@ -139,6 +147,33 @@ def judge_exercise(name: str, n: int, cases: list[dict], out: Path) -> ExerciseV
             return ExerciseVerdict(name, False, message, c)
     return ExerciseVerdict(name, True, f"{name}: all {len(cases)} hidden cases passed.",
                            len(cases))
+
+
+def _keep_plain_files(out: Path) -> None:
+    """Delete from ``out`` everything that is not a plain file, once the sandbox is gone.
+
+    Student code can write anything into the work directory, and this process (the grader,
+    often root) reads ``out/`` *outside* the sandbox. Without this, a symlink such as
+    ``out/0_0.error -> /proc/self/cwd/gradebook.db`` or ``-> /etc/shadow`` made the judge read
+    a host file and quote it in the verdict (so in the student's feedback), and a FIFO or a
+    link to /dev/zero made it hang or exhaust memory. Nothing runs in the sandbox any more when
+    this is called (run_sandboxed has reaped its PID namespace), so nothing can race it.
+    """
+    try:
+        mode = os.lstat(out).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISDIR(mode):  # `out` itself replaced by a link
+        os.unlink(out)
+        mode = None
+    if mode is None:
+        out.mkdir()
+        return
+    for entry in os.scandir(out):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        elif not entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
 
 
 def _culprit(run: SandboxRun, out: Path, pending: list[int]) -> tuple[str, int] | None:
@@ -185,6 +220,7 @@ def grade_code(cells: list[str], names: list[str], secret: bytes, context: str,
             verdict.runs += 1
             if run.status == "error":
                 raise RuntimeError(f"the sandbox could not run: {run.reason}")
+            _keep_plain_files(out)  # before reading anything the sandbox could have written
             for n in list(pending):
                 if (out / f"{n}.done").exists():
                     verdict.exercises[names[n]] = judge_exercise(names[n], n, all_cases[n], out)

@@ -35,6 +35,12 @@ NUMPY_DTYPES = {
 TORCH_DTYPES = {name: dtype for dtype, name in NUMPY_DTYPES.items()} | {
     "bfloat16": torch.bfloat16}
 
+#: Largest total (uncompressed) size of one saved npz that :func:`load_values` will read. The
+#: harness writes uncompressed npz files under the sandbox's file size limit (64 MiB by
+#: default); a far bigger declared size is a forged file (e.g. a compressed "zip bomb" written
+#: by student code), which would otherwise be inflated in the judge's unsandboxed memory.
+MAX_LOAD_BYTES = 256 << 20
+
 
 def save_values(values: dict[str, Any], stem: Path) -> None:
     """Save a dict of tensors / scalars / strings as ``stem.npz`` + ``stem.json``.
@@ -81,6 +87,8 @@ def load_values(stem: Path) -> dict[str, Any]:
     notes = json.loads(Path(f"{stem}.json").read_text())
     values: dict[str, Any] = {}
     with np.load(f"{stem}.npz", allow_pickle=False) as arrays:
+        if sum(info.file_size for info in arrays.zip.infolist()) > MAX_LOAD_BYTES:
+            raise ValueError(f"saved values over {MAX_LOAD_BYTES >> 20} MiB")
         for key, note in notes.items():
             kind = note["kind"]
             if kind == "tensor":

@@ -9,7 +9,7 @@ COURSE_ID = "transformers-step-by-step"
 
 def configure(c, root: str | Path) -> None:
     """Fill the traitlets config ``c`` for the course directory ``root``."""
-    from nbconvert.preprocessors import ClearMetadataPreprocessor
+    from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
     from nbgrader.preprocessors import (
         AssignLatePenalties,
         CheckCellMetadata,
@@ -36,7 +36,10 @@ def configure(c, root: str | Path) -> None:
         AssignLatePenalties,
         CheckCellMetadata,
     ]
+    # A deleted test cell comes back (and is graded); the report flags the deletion.
+    c.OverwriteCells.add_missing_cells = True
     # Feedback: no hidden tests, no tracebacks.
-    c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, StripFeedback]
+    c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, ClearHiddenTests,
+                                        StripFeedback]
     c.ClearHiddenTests.enabled = True
     c.StripFeedback.enabled = True

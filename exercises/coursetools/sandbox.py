@@ -665,6 +665,7 @@ def run_sandboxed(
     uid = SANDBOX_UID_BASE + slot.n if slot else None
     runner_dir = Path(tempfile.mkdtemp(prefix="coursetools-runner-"))
     read_fd = write_fd = -1
+    fds: list[int] = []
     try:
         (runner_dir / "runner.py").write_text(RUNNER_SOURCE)
         spec = {
@@ -686,9 +687,12 @@ def run_sandboxed(
             _chown_tree(workdir, uid)
         read_fd, write_fd = os.pipe()
         cmd = build_command(runner_dir, workdir, readonly, limits, write_fd, uid)
-        return _supervise(cmd, write_fd, read_fd, cells, limits, workdir)
+        fds = [write_fd]  # _supervise closes the write end as soon as the sandbox holds it
+        return _supervise(cmd, fds, read_fd, cells, limits, workdir)
     finally:
-        for fd in (read_fd, write_fd):
+        # Close each descriptor exactly once: with several sandboxes running in threads, a
+        # second close could hit a descriptor number another thread has just been given.
+        for fd in [read_fd] + (fds if read_fd >= 0 else []):
             if fd >= 0:
                 try:
                     os.close(fd)
@@ -701,7 +705,7 @@ def run_sandboxed(
 
 def _supervise(
     cmd: list[str],
-    write_fd: int,
+    fds: list[int],
     read_fd: int,
     cells: list[str],
     limits: SandboxLimits,
@@ -716,7 +720,7 @@ def _supervise(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            pass_fds=(write_fd,),
+            pass_fds=tuple(fds),
             start_new_session=True,  # bwrap leads its own process group: killpg reaches it
             close_fds=True,
         )
@@ -724,7 +728,7 @@ def _supervise(
         return SandboxRun(
             "error", f"could not start the sandbox: {exc}", results, False, 0.0, "", ""
         )
-    os.close(write_fd)  # the sandbox holds the only write end: EOF when it is gone
+    os.close(fds.pop())  # the sandbox holds the only write end: EOF when it is gone
 
     sel = selectors.DefaultSelector()
     for f, sink in ((proc.stdout, out), (proc.stderr, err)):

@@ -219,4 +219,63 @@ ASSIGNMENTS: list[Assignment] = [
                      "final norm if there is one."),
         ],
     ),
+    Assignment(
+        name="ch06_model",
+        title="Chapter 6 exercises: the full model",
+        chapter="book/ch06_model",
+        intro="Put the encoder and the decoder together into the Transformer, then turn a model "
+              "into output sequences: greedy decoding and the pieces of beam search.",
+        items=[
+            Provided("solutions.data:PAD"),
+            Provided("solutions.data:BOS"),
+            Provided("solutions.data:EOS"),
+            Provided(A + "check_mask"),
+            Provided(A + "softmax"),
+            Provided(A + "scaled_dot_product_attention"),
+            Provided(A + "fused_attention"),
+            Provided(A + "padding_mask"),
+            Provided(A + "causal_mask"),
+            Provided(A + "target_mask"),
+            Provided(A + "split_heads"),
+            Provided(A + "merge_heads"),
+            Provided(A + "KVCache"),
+            Provided(A + "MultiHeadAttention"),
+            Provided(L + "ACTIVATIONS"),
+            Provided(L + "check_token_ids"),
+            Provided(L + "TokenEmbedding"),
+            Provided(L + "sinusoidal_encoding"),
+            Provided(L + "SinusoidalPositionalEncoding"),
+            Provided(L + "LearnedPositionalEncoding"),
+            Provided(L + "PositionwiseFeedForward"),
+            Provided(L + "Sublayer"),
+            Provided(L + "EncoderLayer"),
+            Provided(L + "Encoder"),
+            Provided(L + "DecoderLayer"),
+            Provided(L + "Decoder"),
+            Exercise(M + "Transformer.encode", 2,
+                     "Source ids → memory: embed (scaled by √d_model), add the positional "
+                     "encoding, dropout, then the encoder with the source padding mask "
+                     "(`self.src_mask(src)` unless a mask is given)."),
+            Exercise(M + "Transformer.decode", 2,
+                     "Target ids → logits: embed, add positions starting at `offset` (the "
+                     "number of positions already in the cache, 0 without one), dropout, the "
+                     "decoder (with `self.tgt_mask(tgt)` when neither a mask nor a cache is "
+                     "given), then the output projection `self.generator`."),
+            Exercise(M + "Transformer.forward", 1,
+                     "Teacher forcing: encode the source, then decode the whole target with the "
+                     "source padding mask as the memory mask."),
+            Provided(D + "_Stepper"),
+            Exercise(D + "greedy_decode", 3,
+                     "Start every sequence with BOS and append the most likely next token, "
+                     "`max_len` times at most (`_Stepper` gives the next token's log-probs, with "
+                     "PAD and BOS forbidden). After a sequence's EOS append PAD; stop as soon as "
+                     "every sequence has produced EOS."),
+            Exercise(D + "length_penalty", 1,
+                     "GNMT's length penalty ((5 + length) / 6) ** alpha, as a float tensor."),
+            Exercise(D + "beam_step", 3,
+                     "Score every (hypothesis, token) extension, keep the k best of each "
+                     "example (sorted, best first), and say which row and token each came from. "
+                     "Finished hypotheses may only be extended by `pad_id`, at no cost."),
+        ],
+    ),
 ]

@@ -26,7 +26,8 @@ from . import (  # noqa: F401
     ch02,
     ch03,
     ch04,
-    ch05,  # noqa: F401
+    ch05,
+    ch06,
 )
 from .core import CHECKERS, Checker, CheckFailed, check, compare
 

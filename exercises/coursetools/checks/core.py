@@ -172,9 +172,12 @@ def run_case(checker: Checker, obj: Any, case: dict[str, Any]) -> dict[str, Any]
 
 
 def check(name: str, obj: Any, hidden: bool = False, seed: int = 0, isolate: bool = True,
-          quiet: bool = False) -> int:
+          quiet: bool = False) -> None:
     """Check the student's ``obj`` for exercise ``name``; raise :class:`CheckFailed` with a
-    helpful message on the first wrong case. Returns the number of cases passed."""
+    helpful message on the first wrong case.
+
+    Returns None on purpose: nbgrader reads a number shown as a test cell's result as partial
+    credit."""
     checker = CHECKERS[name]
     gen = torch.Generator().manual_seed(seed)
     cases = checker.cases(gen, hidden)
@@ -199,7 +202,6 @@ def check(name: str, obj: Any, hidden: bool = False, seed: int = 0, isolate: boo
     if not quiet:
         extra = " (hidden cases)" if hidden else ""
         print(f"{name}: all {len(cases)} cases passed{extra}.")
-    return len(cases)
 
 
 # --- helpers for cases ----------------------------------------------------------------------------

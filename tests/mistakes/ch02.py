@@ -1,0 +1,186 @@
+"""Common mistakes and honest variants for chapter 2 (multi-head attention)."""
+
+from . import Mistake, Variant
+
+MHA_INIT = '''
+class MultiHeadAttention(nn.Module):
+    """multi-head attention"""
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        if num_heads <= 0 or d_model % num_heads != 0:
+            raise ValueError("d_model must be divisible by num_heads")
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.keep_weights = False
+        self.last_weights = None
+'''
+
+
+def mha(body: str) -> str:
+    """The class cell with ``body`` as forward's body (8-space indent)."""
+    return MHA_INIT + '''
+    def forward(self, query, key, value, mask=None, cache=None, static_kv=False):
+        """forward"""
+''' + body
+
+
+MISTAKES = [
+    Mistake("split_heads", "view straight to (B, H, L, Dh), no transpose", '''
+def split_heads(x, num_heads):
+    """split"""
+    batch, length, d_model = x.shape
+    return x.view(batch, num_heads, length, d_model // num_heads)
+''', "straight to (B, H, L, D/H)"),
+    Mistake("split_heads", "every H-th feature to a head", '''
+def split_heads(x, num_heads):
+    """split"""
+    batch, length, d_model = x.shape
+    return x.view(batch, length, d_model // num_heads, num_heads).permute(0, 3, 1, 2)
+''', "contiguous features"),
+    Mistake("split_heads", "no transpose (B, L, H, Dh)", '''
+def split_heads(x, num_heads):
+    """split"""
+    batch, length, d_model = x.shape
+    return x.view(batch, length, num_heads, d_model // num_heads)
+''', "transpose(1, 2)"),
+    Mistake("merge_heads", "reshape without transpose (heads merged in the wrong order)", '''
+def merge_heads(x):
+    """merge"""
+    batch, heads, length, d_head = x.shape
+    return x.reshape(batch, length, heads * d_head)
+''', "wrong order"),
+    Mistake("merge_heads", "features interleaved across heads", '''
+def merge_heads(x):
+    """merge"""
+    batch, heads, length, d_head = x.shape
+    return x.permute(0, 2, 3, 1).reshape(batch, length, heads * d_head)
+''', "interleaved"),
+    Mistake("MultiHeadAttention.forward", "heads merged in the wrong order", mha('''
+        b, q_len, _ = query.shape
+        q = split_heads(self.q_proj(query), self.num_heads)
+        k = split_heads(self.k_proj(key), self.num_heads)
+        v = split_heads(self.v_proj(value), self.num_heads)
+        if self.keep_weights:
+            out, self.last_weights = scaled_dot_product_attention(q, k, v, mask)
+        else:
+            out, self.last_weights = fused_attention(q, k, v, mask), None
+        return self.out_proj(out.reshape(b, q_len, self.d_model))
+'''), "wrong order"),
+    Mistake("MultiHeadAttention.forward", "no output projection", mha('''
+        q = split_heads(self.q_proj(query), self.num_heads)
+        k = split_heads(self.k_proj(key), self.num_heads)
+        v = split_heads(self.v_proj(value), self.num_heads)
+        if self.keep_weights:
+            out, self.last_weights = scaled_dot_product_attention(q, k, v, mask)
+        else:
+            out, self.last_weights = fused_attention(q, k, v, mask), None
+        return merge_heads(out)
+'''), "output projection is missing"),
+    Mistake("MultiHeadAttention.forward", "mask not passed on", mha('''
+        q = split_heads(self.q_proj(query), self.num_heads)
+        k = split_heads(self.k_proj(key), self.num_heads)
+        v = split_heads(self.v_proj(value), self.num_heads)
+        if self.keep_weights:
+            out, self.last_weights = scaled_dot_product_attention(q, k, v)
+        else:
+            out, self.last_weights = fused_attention(q, k, v), None
+        return self.out_proj(merge_heads(out))
+'''), "mask was not passed"),
+    Mistake("MultiHeadAttention.forward", "keep_weights ignored (always fused)", mha('''
+        q = split_heads(self.q_proj(query), self.num_heads)
+        k = split_heads(self.k_proj(key), self.num_heads)
+        v = split_heads(self.v_proj(value), self.num_heads)
+        self.last_weights = None
+        return self.out_proj(merge_heads(fused_attention(q, k, v, mask)))
+'''), "self.last_weights"),
+    Mistake("MultiHeadAttention.forward", "scaled by sqrt(d_model), not sqrt(d_head)", mha('''
+        q = split_heads(self.q_proj(query), self.num_heads)
+        k = split_heads(self.k_proj(key), self.num_heads)
+        v = split_heads(self.v_proj(value), self.num_heads)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_model)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = softmax(scores, dim=-1)
+        self.last_weights = weights if self.keep_weights else None
+        return self.out_proj(merge_heads(weights @ v))
+'''), "sqrt(d_model / num_heads)"),
+    Mistake("MultiHeadAttention.forward", "values projected from the key", mha('''
+        q = split_heads(self.q_proj(query), self.num_heads)
+        k = split_heads(self.k_proj(key), self.num_heads)
+        v = split_heads(self.v_proj(key), self.num_heads)
+        if self.keep_weights:
+            out, self.last_weights = scaled_dot_product_attention(q, k, v, mask)
+        else:
+            out, self.last_weights = fused_attention(q, k, v, mask), None
+        return self.out_proj(merge_heads(out))
+'''), "projected from `value`"),
+]
+
+VARIANTS = [
+    Variant("split_heads", "torch.chunk and torch.stack", '''
+def split_heads(x, num_heads):
+    """split with chunk"""
+    return torch.stack(torch.chunk(x, num_heads, dim=-1), dim=1)
+'''),
+    Variant("split_heads", "einops-style rearrange by hand, float64 inside", '''
+def split_heads(x, num_heads):
+    """split"""
+    b, n, d = x.shape
+    y = x.double().reshape(b, n, num_heads, d // num_heads).permute(0, 2, 1, 3).contiguous()
+    return y.to(x.dtype)
+'''),
+    Variant("merge_heads", "unbind and cat, with a warning", '''
+import warnings
+def merge_heads(x):
+    """merge"""
+    warnings.warn("merging heads")
+    return torch.cat(x.unbind(dim=1), dim=-1)
+'''),
+    Variant("merge_heads", "einsum with an identity", '''
+def merge_heads(x):
+    """merge"""
+    b, h, n, d = x.shape
+    return torch.einsum("bhnd->bnhd", x).flatten(2)
+'''),
+    Variant("MultiHeadAttention.forward", "explicit loop over heads, einsum, float64, a warning",
+            mha('''
+        import warnings
+        warnings.warn("a loop over heads is slow")
+        b, q_len, _ = query.shape
+        k_len = key.shape[1]
+        d_head = self.d_model // self.num_heads
+        q_all, k_all, v_all = self.q_proj(query), self.k_proj(key), self.v_proj(value)
+        outs, weights = [], []
+        for h in range(self.num_heads):
+            part = slice(h * d_head, (h + 1) * d_head)
+            q, k, v = (t[..., part].double() for t in (q_all, k_all, v_all))
+            scores = torch.einsum("bqd,bkd->bqk", q, k) / math.sqrt(d_head)
+            if mask is not None:
+                allowed = mask.broadcast_to(b, self.num_heads, q_len, k_len)[:, h]
+                scores = scores.masked_fill(~allowed, float("-inf"))
+            w = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+            weights.append(w)
+            outs.append(torch.einsum("bqk,bkd->bqd", w, v))
+        self.last_weights = torch.stack(weights, dim=1).float() if self.keep_weights else None
+        return self.out_proj(torch.cat(outs, dim=-1).float())
+''')),
+    Variant("MultiHeadAttention.forward", "the reference way, through the helpers", mha('''
+        q = split_heads(self.q_proj(query), self.num_heads)
+        k = split_heads(self.k_proj(key), self.num_heads)
+        v = split_heads(self.v_proj(value), self.num_heads)
+        if cache is not None:
+            k, v = cache.append(k, v)
+        if self.keep_weights:
+            out, self.last_weights = scaled_dot_product_attention(q, k, v, mask)
+        else:
+            out = fused_attention(q, k, v, mask)
+            self.last_weights = None
+        return self.out_proj(merge_heads(out))
+''')),
+]

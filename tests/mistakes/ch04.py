@@ -1,0 +1,180 @@
+"""Common mistakes and honest variants for chapter 4 (the encoder)."""
+
+from . import Mistake, Variant
+
+FFN_INIT = '''
+class PositionwiseFeedForward(nn.Module):
+    """feed-forward"""
+
+    def __init__(self, d_model, d_ff, dropout=0.0, activation="relu", bias=True):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}")
+        self.linear1 = nn.Linear(d_model, d_ff, bias=bias)
+        self.linear2 = nn.Linear(d_ff, d_model, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+        self.activation = activation
+
+    def forward(self, x):
+        """forward"""
+'''
+
+SUBLAYER_INIT = '''
+class Sublayer(nn.Module):
+    """residual + norm"""
+
+    def __init__(self, d_model, dropout, norm_first, eps=1e-5, bias=True):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model, eps=eps, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+        self.norm_first = norm_first
+
+    def forward(self, x, fn):
+        """forward"""
+'''
+
+LAYER_INIT = '''
+class EncoderLayer(nn.Module):
+    """encoder layer"""
+
+    def __init__(self, d_model=512, num_heads=8, d_ff=2048, dropout=0.1, activation="relu",
+                 norm_first=False, bias=True, layer_norm_eps=1e-5):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout, bias=bias)
+        self.feed_forward = PositionwiseFeedForward(d_model, d_ff, dropout, activation, bias)
+        self.attn_block = Sublayer(d_model, dropout, norm_first, layer_norm_eps, bias)
+        self.ff_block = Sublayer(d_model, dropout, norm_first, layer_norm_eps, bias)
+
+    def forward(self, x, mask=None):
+        """forward"""
+'''
+
+ENCODER_INIT = '''
+class Encoder(nn.Module):
+    """encoder"""
+
+    def __init__(self, layer, num_layers, final_norm=False):
+        super().__init__()
+        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+        d_model = layer.self_attn.d_model
+        self.norm = nn.LayerNorm(d_model) if final_norm else None
+
+    def forward(self, x, mask=None):
+        """forward"""
+'''
+
+MISTAKES = [
+    Mistake("PositionwiseFeedForward.forward", "activation ignored (always relu)", FFN_INIT + '''
+        return self.linear2(self.dropout(F.relu(self.linear1(x))))
+''', "activation ignored"),
+    Mistake("PositionwiseFeedForward.forward", "no activation", FFN_INIT + '''
+        return self.linear2(self.dropout(self.linear1(x)))
+''', "between the two linear layers"),
+    Mistake("PositionwiseFeedForward.forward", "activation after the second linear too",
+            FFN_INIT + '''
+        act = ACTIVATIONS[self.activation]
+        return act(self.linear2(self.dropout(act(self.linear1(x)))))
+''', "not after the second"),
+    Mistake("Sublayer.forward", "missing residual", SUBLAYER_INIT + '''
+        if self.norm_first:
+            return self.dropout(fn(self.norm(x)))
+        return self.norm(self.dropout(fn(x)))
+''', "missing residual"),
+    Mistake("Sublayer.forward", "norm_first ignored (always post-norm)", SUBLAYER_INIT + '''
+        return self.norm(x + self.dropout(fn(x)))
+''', "norm_first=True ignored"),
+    Mistake("Sublayer.forward", "post-norm and pre-norm swapped", SUBLAYER_INIT + '''
+        if not self.norm_first:
+            return x + self.dropout(fn(self.norm(x)))
+        return self.norm(x + self.dropout(fn(x)))
+''', "ignored"),
+    Mistake("Sublayer.forward", "pre-norm residual of the normalised input", SUBLAYER_INIT + '''
+        if self.norm_first:
+            y = self.norm(x)
+            return y + self.dropout(fn(y))
+        return self.norm(x + self.dropout(fn(x)))
+''', "original x"),
+    Mistake("EncoderLayer.forward", "mask not passed to self-attention", LAYER_INIT + '''
+        x = self.attn_block(x, lambda y: self.self_attn(y, y, y))
+        return self.ff_block(x, self.feed_forward)
+''', "pass the mask"),
+    Mistake("EncoderLayer.forward", "attention over x instead of the sublayer's input",
+            LAYER_INIT + '''
+        x = self.attn_block(x, lambda y: self.self_attn(x, x, x, mask))
+        return self.ff_block(x, self.feed_forward)
+''', "not over x"),
+    Mistake("EncoderLayer.forward", "feed-forward before attention", LAYER_INIT + '''
+        x = self.ff_block(x, self.feed_forward)
+        return self.attn_block(x, lambda y: self.self_attn(y, y, y, mask))
+''', "comes first"),
+    Mistake("EncoderLayer.forward", "one norm for both sublayers", LAYER_INIT + '''
+        x = self.attn_block(x, lambda y: self.self_attn(y, y, y, mask))
+        return self.attn_block(x, self.feed_forward)
+''', "its own layer norm"),
+    Mistake("EncoderLayer.forward", "written out, post-norm only (norm_first ignored)",
+            LAYER_INIT + '''
+        x = self.attn_block.norm(x + self.self_attn(x, x, x, mask))
+        return self.ff_block.norm(x + self.feed_forward(x))
+''', "norm_first=True ignored"),
+    Mistake("EncoderLayer.forward", "written out, no residual", LAYER_INIT + '''
+        x = self.attn_block.norm(self.self_attn(x, x, x, mask))
+        return self.ff_block.norm(self.feed_forward(x))
+''', "missing residual"),
+    Mistake("Encoder.forward", "final norm forgotten", ENCODER_INIT + '''
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+''', "final norm is missing"),
+    Mistake("Encoder.forward", "the first layer, num_layers times", ENCODER_INIT + '''
+        for _ in self.layers:
+            x = self.layers[0](x, mask)
+        return self.norm(x) if self.norm is not None else x
+''', "run every layer"),
+    Mistake("Encoder.forward", "mask not passed", ENCODER_INIT + '''
+        for layer in self.layers:
+            x = layer(x)
+        return self.norm(x) if self.norm is not None else x
+''', "pass the mask"),
+    Mistake("Encoder.forward", "norm after every layer", ENCODER_INIT + '''
+        for layer in self.layers:
+            x = layer(x, mask)
+            if self.norm is not None:
+                x = self.norm(x)
+        return x
+''', "once, after the last layer"),
+]
+
+VARIANTS = [
+    Variant("PositionwiseFeedForward.forward", "F.linear, if/else, float64 inside", FFN_INIT + '''
+        h = F.linear(x.double(), self.linear1.weight.double(),
+                     None if self.linear1.bias is None else self.linear1.bias.double())
+        h = F.gelu(h) if self.activation == "gelu" else h.clamp_min(0)
+        h = self.dropout(h)
+        out = F.linear(h, self.linear2.weight.double(),
+                       None if self.linear2.bias is None else self.linear2.bias.double())
+        return out.to(x.dtype)
+'''),
+    Variant("Sublayer.forward", "torch.add and a warning", SUBLAYER_INIT + '''
+        import warnings
+        warnings.warn("sublayer")
+        if not self.norm_first:
+            return self.norm(torch.add(x, self.dropout(fn(x))))
+        normed = self.norm(x)
+        return torch.add(x, self.dropout(fn(normed)))
+'''),
+    Variant("EncoderLayer.forward", "written out with the sublayers' norms", LAYER_INIT + '''
+        def sub(block, t, fn):
+            if block.norm_first:
+                return t + block.dropout(fn(block.norm(t)))
+            return block.norm(t + block.dropout(fn(t)))
+        x = sub(self.attn_block, x, lambda y: self.self_attn(y, y, y, mask=mask))
+        return sub(self.ff_block, x, lambda y: self.feed_forward(y))
+'''),
+    Variant("Encoder.forward", "functools.reduce", ENCODER_INIT + '''
+        import functools
+        x = functools.reduce(lambda acc, layer: layer(acc, mask=mask), self.layers, x)
+        if self.norm is None:
+            return x
+        return self.norm(x)
+'''),
+]
