@@ -19,8 +19,9 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import pytest
 import yaml
-from book_browser import Watcher, launch_chromium, serve_directory
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from book_browser import Watcher, launch_chromium, serve_directory
 
 pytestmark = pytest.mark.slow
 

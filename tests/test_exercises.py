@@ -4,7 +4,6 @@ test_grading.py.)"""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 

@@ -225,6 +225,10 @@ def grade_code(cells: list[str], names: list[str], secret: bytes, context: str,
                 if (out / f"{n}.done").exists():
                     verdict.exercises[names[n]] = judge_exercise(names[n], n, all_cases[n], out)
                     pending.remove(n)
+            if run.status == "ok" and run.reason:
+                # A limit broken inside a cell that the run survived (MemoryError, process
+                # limit, sys.exit): the grade stands, but the report must still say so.
+                verdict.reasons.append(run.reason)
             if run.status == "ok" or not pending:
                 break
             culprit = _culprit(run, out, pending)

@@ -27,7 +27,6 @@ from .grading import SubmissionVerdict, grade_code
 from .spec import ASSIGNMENTS
 
 
-
 def report_path(root: Path, student: str, assignment: str) -> Path:
     """Where the grader's report on a submission goes (for the instructor, not the student:
     it is outside autograded/ and feedback/)."""

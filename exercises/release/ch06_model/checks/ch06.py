@@ -31,7 +31,7 @@ from .ch05 import (
     tril,
     weights_of,
 )
-from .core import Checker, close_to, namespace_of, randint, randn, random_mask, register
+from .core import Checker, close_to, namespace_of, randn, random_mask, register
 
 BOS, EOS = 1, 2  # the course's special ids (PAD is the model's pad_id, 0 unless a case says)
 
@@ -51,8 +51,8 @@ def model_case(gen: torch.Generator, *, vocab: int = 12, d: int = 16, heads: int
     case: dict[str, Any] = dict(src_vocab=vocab, tgt_vocab=vocab, d_model=d, num_heads=heads,
                                 enc_layers=enc_layers, dec_layers=dec_layers, d_ff=d_ff,
                                 activation=activation, norm_first=norm_first,
-                                final_norm=final_norm, positional=positional, max_positions=max_len,
-                                pad_id=pad_id)
+                                final_norm=final_norm, positional=positional,
+                                max_positions=max_len, pad_id=pad_id)
     for side in ("src", "tgt"):
         case[f"w.{side}_embed.embedding.weight"] = randn(gen, vocab, d, scale=d**-0.5)
         if positional == "learned":
@@ -456,26 +456,42 @@ class GreedyChecker(Checker):
     name = "greedy_decode"
     uses = ("Transformer.encode", "Transformer.decode")
 
-    def _case(self, gen, batch, s, max_len, use_cache=True, eos_id=EOS, boost=None, **cfg):
-        boost = {eos_id: 2.0} if boost is None else boost
-        case = model_case(gen, bias_boost=boost, **cfg)
-        case.update(src=tokens_with_padding(gen, batch, s, case["src_vocab"], case["pad_id"]),
-                    max_len=max_len, use_cache=use_cache, bos_id=BOS, eos_id=eos_id)
+    def _case(self, gen, batch, s, max_len, use_cache=True, eos_id=EOS, boost=None,
+              want=None, **cfg):
+        """A greedy-decoding case; ``want`` redraws the weights (up to 30 times, from ``gen``)
+        until some rows end before others ("mixed": padding after EOS) or all rows end before
+        max_len, not all at once ("all_end": stopping early)."""
+        boost = {eos_id: 1.5 if want == "all_end" else 1.0} if boost is None else boost
+        for _ in range(30):
+            case = model_case(gen, bias_boost=boost, **cfg)
+            case.update(src=tokens_with_padding(gen, batch, s, case["src_vocab"], case["pad_id"]),
+                        max_len=max_len, use_cache=use_cache, bos_id=BOS, eos_id=eos_id)
+            if want is None:
+                break
+            out = reference_greedy(case)
+            ended = (out == eos_id).any(dim=1)
+            ends = {int((row == eos_id).nonzero()[0]) for row in out[ended]}
+            if want == "mixed" and bool(ended.any()) and (len(ends) > 1 or not ended.all()):
+                break
+            if want == "all_end" and bool(ended.all()) and max(ends) > 1:
+                break
         return case
 
     def cases(self, gen, hidden):
         cases = [
-            self._case(gen, 3, 5, 8),
-            self._case(gen, 2, 4, 6, use_cache=False),
+            self._case(gen, 3, 5, 8, want="all_end"),
+            self._case(gen, 2, 4, 6, use_cache=False, want="mixed"),
             # PAD and BOS get the highest bias: they must still never be chosen.
-            self._case(gen, 2, 5, 5, boost={0: 3.0, BOS: 3.0, EOS: 1.0}),
+            self._case(gen, 2, 5, 5, boost={0: 3.0, BOS: 3.0}),
         ]
         if hidden:
             cases += [
-                self._case(gen, 4, 6, 10, norm_first=True, final_norm=True, dec_layers=2),
+                self._case(gen, 4, 6, 10, norm_first=True, final_norm=True, dec_layers=2,
+                           want="mixed"),
                 self._case(gen, 1, 3, 1),
-                self._case(gen, 3, 4, 7, use_cache=False, positional="learned", eos_id=3),
-                self._case(gen, 2, 5, 6, boost={EOS: 6.0}),
+                self._case(gen, 3, 4, 7, use_cache=False, positional="learned", eos_id=3,
+                           want="all_end"),
+                self._case(gen, 2, 5, 6, boost={EOS: 8.0}),
             ]
         return cases
 
@@ -496,7 +512,8 @@ class GreedyChecker(Checker):
         pad, bos, eos = case["pad_id"], case["bos_id"], case["eos_id"]
         if not bool((out[:, 0] == bos).all()):
             return "every output starts with bos_id (the decoder's first input)."
-        if out.shape == exp.shape and bool((out == reference_greedy(case, last=False)).all()):
+        first = reference_greedy(case, last=False)
+        if out.shape == first.shape and bool((out == first).all()):
             return ("take the next token from the logits of the LAST position (logits[:, -1]), "
                     "not the first.")
         ended = (out == eos).long().cumsum(dim=1) - (out == eos).long() > 0  # strictly after EOS

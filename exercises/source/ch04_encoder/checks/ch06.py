@@ -31,7 +31,7 @@ from .ch05 import (
     tril,
     weights_of,
 )
-from .core import Checker, close_to, namespace_of, randint, randn, random_mask, register
+from .core import Checker, close_to, namespace_of, randn, random_mask, register
 
 BOS, EOS = 1, 2  # the course's special ids (PAD is the model's pad_id, 0 unless a case says)
 
@@ -459,9 +459,9 @@ class GreedyChecker(Checker):
     def _case(self, gen, batch, s, max_len, use_cache=True, eos_id=EOS, boost=None,
               want=None, **cfg):
         """A greedy-decoding case; ``want`` redraws the weights (up to 30 times, from ``gen``)
-        until some rows end before others ("mixed") or, moreover, all rows end before max_len
-        ("all_end"), so that padding after EOS and stopping early are both exercised."""
-        boost = {eos_id: 1.0} if boost is None else boost
+        until some rows end before others ("mixed": padding after EOS) or all rows end before
+        max_len, not all at once ("all_end": stopping early)."""
+        boost = {eos_id: 1.5 if want == "all_end" else 1.0} if boost is None else boost
         for _ in range(30):
             case = model_case(gen, bias_boost=boost, **cfg)
             case.update(src=tokens_with_padding(gen, batch, s, case["src_vocab"], case["pad_id"]),
@@ -471,8 +471,9 @@ class GreedyChecker(Checker):
             out = reference_greedy(case)
             ended = (out == eos_id).any(dim=1)
             ends = {int((row == eos_id).nonzero()[0]) for row in out[ended]}
-            if bool(ended.any()) and (len(ends) > 1 or not bool(ended.all())) and (
-                    want == "mixed" or bool(ended.all())):
+            if want == "mixed" and bool(ended.any()) and (len(ends) > 1 or not ended.all()):
+                break
+            if want == "all_end" and bool(ended.all()) and max(ends) > 1:
                 break
         return case
 
@@ -511,7 +512,8 @@ class GreedyChecker(Checker):
         pad, bos, eos = case["pad_id"], case["bos_id"], case["eos_id"]
         if not bool((out[:, 0] == bos).all()):
             return "every output starts with bos_id (the decoder's first input)."
-        if out.shape == exp.shape and bool((out == reference_greedy(case, last=False)).all()):
+        first = reference_greedy(case, last=False)
+        if out.shape == first.shape and bool((out == first).all()):
             return ("take the next token from the logits of the LAST position (logits[:, -1]), "
                     "not the first.")
         ended = (out == eos).long().cumsum(dim=1) - (out == eos).long() > 0  # strictly after EOS

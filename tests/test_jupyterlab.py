@@ -1,0 +1,109 @@
+"""The student's side, as a student sees it: JupyterLab 4 with nbgrader's extension, in a
+headless Chromium. Open a released notebook, answer it, run it, press Validate, read the
+result."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from book_browser import launch_chromium
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSIGNMENT = "ch01_attention"
+SHOTS = ROOT / "_build" / "screenshots"  # not committed: look at them when a test fails
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server on 127.0.0.1 whose folder holds a student's copy of chapter 1,
+    with every answer filled in (from the instructor's source)."""
+    work = tmp_path_factory.mktemp("student")
+    shutil.copytree(ROOT / "exercises" / "release" / ASSIGNMENT, work / ASSIGNMENT)
+    nb_path = work / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    nb = json.loads(nb_path.read_text())
+    source = json.loads((ROOT / "exercises" / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
+                        .read_text())
+    answers = {c["id"]: c["source"] for c in source["cells"]}
+    for cell in nb["cells"]:
+        if cell["metadata"].get("nbgrader", {}).get("solution"):
+            cell["source"] = answers[cell["id"]]
+    nb_path.write_text(json.dumps(nb))
+    port, token = _free_port(), "course-test-token"
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(work / ".jupyter"),
+           "JUPYTER_RUNTIME_DIR": str(work / ".runtime"), "HOME": str(work)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+         f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work / ASSIGNMENT}",
+         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail("JupyterLab did not start")
+            time.sleep(0.5)
+    yield url, token
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def test_student_runs_the_notebook_and_validates_it(lab):
+    from playwright.sync_api import sync_playwright
+
+    url, token = lab
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/lab/tree/{ASSIGNMENT}.ipynb?token={token}")
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator, .jp-KernelStatus",
+                               timeout=60_000)
+        # Run everything, as a student does from the Run menu.
+        page.screenshot(path=str(SHOTS / "lab-open.png"))
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        # The last test cell prints its verdict when all cells have run.
+        try:
+            page.wait_for_selector("text=padding_mask: all 1 cases passed.", timeout=180_000)
+        finally:
+            page.screenshot(path=str(SHOTS / "lab-run.png"))
+        outputs = page.inner_text(".jp-Notebook")
+        for name in ("softmax", "scaled_dot_product_attention", "padding_mask"):
+            assert f"{name}: all" in outputs
+        # nbgrader's Validate button in the notebook toolbar.
+        page.get_by_role("button", name="Validate").click()
+        dialog = page.wait_for_selector(".jp-Dialog", timeout=120_000)
+        page.wait_for_selector(".jp-Dialog >> text=/passes all the tests|Success/",
+                               timeout=120_000)
+        text = dialog.inner_text()
+        page.screenshot(path=str(SHOTS / "lab-validate.png"))
+        browser.close()
+    assert "Success" in text or "passes all the tests" in text, text
