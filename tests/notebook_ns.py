@@ -8,13 +8,18 @@ real-nbgrader round trip lives in test_grading.py; this is the quick path.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
+import types
 from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "exercises" / "source"
+
+
+_counter = itertools.count()
 
 
 @cache
@@ -37,7 +42,11 @@ def namespace(assignment: str, replace: dict[str, str] | None = None) -> dict:
     checks_dir = str(SOURCE / assignment)
     if checks_dir not in sys.path:
         sys.path.insert(0, checks_dir)
-    ns: dict = {"__name__": f"notebook_{assignment}"}
+    # A real module, registered like a notebook's __main__ (dataclasses look the class's module
+    # up in sys.modules).
+    module = types.ModuleType(f"notebook_{assignment}_{next(_counter)}")
+    sys.modules[module.__name__] = module
+    ns: dict = module.__dict__
     for cell_id, source, meta in _cells(assignment):
         if meta.get("grade") and not meta.get("solution"):
             continue  # test cells

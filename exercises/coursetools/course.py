@@ -33,7 +33,7 @@ import nbformat
 from .build import SOURCE_DIR, stale_files
 from .nbgrader_setup import configure
 from .spec import ASSIGNMENTS
-from .verdicts import grade_notebook, is_test_cell, report_path
+from .verdicts import drop_foreign_grade_cells, grade_notebook, is_test_cell, report_path
 
 EXERCISES_DIR = SOURCE_DIR.parent
 
@@ -128,6 +128,8 @@ def precheck(root: Path, student: str, assignment: str) -> tuple[nbformat.Notebo
         return None, row
     source = {c.metadata.get("nbgrader", {}).get("grade_id"): c
               for c in _source_notebook(root, assignment).cells if "nbgrader" in c.metadata}
+    for grade_id in drop_foreign_grade_cells(nb, set(source)):
+        row.flags.append(f"cell with unknown grade_id {grade_id!r} (forged or renamed) ignored")
     seen = set()
     for cell in nb.cells:
         meta = cell.metadata.get("nbgrader", {})

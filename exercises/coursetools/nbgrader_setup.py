@@ -14,18 +14,32 @@ def configure(c, root: str | Path) -> None:
         AssignLatePenalties,
         CheckCellMetadata,
         ClearHiddenTests,
+        ClearOutput,
+        DeduplicateIds,
         GetGrades,
         IgnorePattern,
         LimitOutput,
+        OverwriteCells,
+        OverwriteKernelspec,
         SaveAutoGrades,
     )
 
-    from .verdicts import SandboxedVerdicts, StripFeedback
+    from .verdicts import DropForeignGradeCells, SandboxedVerdicts, StripFeedback
 
     c.CourseDirectory.root = str(root)
     c.CourseDirectory.course_id = COURSE_ID
     c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
     c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+    # Autograde, sanitising: forged or renamed grade cells become plain cells first (nbgrader
+    # would fail on the whole notebook), then nbgrader's own steps restore the source's cells.
+    c.Autograde.sanitize_preprocessors = [
+        DropForeignGradeCells,
+        ClearOutput,
+        DeduplicateIds,
+        OverwriteKernelspec,
+        OverwriteCells,
+        CheckCellMetadata,
+    ]
     # Autograde: the sandboxed verdicts take the place of nbgrader's in-kernel Execute.
     c.Autograde.autograde_preprocessors = [
         SandboxedVerdicts,

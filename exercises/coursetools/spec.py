@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -276,6 +277,28 @@ ASSIGNMENTS: list[Assignment] = [
                      "Score every (hypothesis, token) extension, keep the k best of each "
                      "example (sorted, best first), and say which row and token each came from. "
                      "Finished hypotheses may only be extended by `pad_id`, at no cost."),
+        ],
+    ),
+    Assignment(
+        name="ch07_training",
+        title="Chapter 7 exercises: training",
+        chapter="book/ch07_training",
+        intro="The pieces of the training loop: the label-smoothed loss, the paper's warm-up "
+              "schedule, and one optimiser step.",
+        items=[
+            Provided("solutions.data:PAD"),
+            Provided("solutions.data:Batch"),
+            Exercise("solutions.training:label_smoothed_cross_entropy", 3,
+                     "Cross-entropy against the smoothed target (1 − ε)·one_hot + ε/V, averaged "
+                     "over the tokens that are not padding. Padding positions count for nothing "
+                     "at all: not in the sum, not in the count, and they get no smoothing."),
+            Exercise("solutions.training:noam_lr", 2,
+                     "The paper's formula 3: a linear warm-up for `warmup_steps` steps, then a "
+                     "decay like 1/√step, scaled by d_model^−0.5 and `factor`."),
+            Exercise("solutions.training:train_step", 3,
+                     "One optimiser step: forward, label-smoothed loss, fresh gradients, "
+                     "clip the gradient norm, step the optimiser, then the scheduler. Return "
+                     "the loss as a Python float."),
         ],
     ),
 ]

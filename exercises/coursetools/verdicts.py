@@ -137,6 +137,33 @@ class SandboxedVerdicts(NbGraderPreprocessor):
         return nb, resources
 
 
+def drop_foreign_grade_cells(nb: NotebookNode, known_ids: set[str]) -> list[str]:
+    """Turn cells whose nbgrader ``grade_id`` the source does not have (a forged test cell, a
+    renamed one) into plain cells; return their ids. nbgrader would otherwise fail on the
+    whole notebook; the source's own cells come back through nbgrader's OverwriteCells."""
+    dropped = []
+    for cell in nb.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if "nbgrader" in cell.metadata and grade_id not in known_ids:
+            del cell.metadata["nbgrader"]
+            dropped.append(str(grade_id))
+    return dropped
+
+
+class DropForeignGradeCells(NbGraderPreprocessor):
+    """First sanitising step of autograde: see :func:`drop_foreign_grade_cells`."""
+
+    def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
+        from nbgrader.api import Gradebook
+
+        info = resources["nbgrader"]
+        with Gradebook(info["db_url"]) as gb:
+            source = gb.find_notebook(info["notebook"], info["assignment"])
+            known = {cell.name for cell in source.source_cells}
+        drop_foreign_grade_cells(nb, known)
+        return nb, resources
+
+
 class StripFeedback(NbGraderPreprocessor):
     """Feedback step: keep verdict messages, drop tracebacks and hidden-test remnants."""
 

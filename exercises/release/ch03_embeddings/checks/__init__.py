@@ -28,6 +28,7 @@ from . import (  # noqa: F401
     ch04,
     ch05,
     ch06,
+    ch07,
 )
 from .core import CHECKERS, Checker, CheckFailed, check, compare
 

@@ -157,6 +157,9 @@ def isolated(uses: tuple[str, ...], namespace: dict[str, Any] | None) -> Iterato
                 old = namespace[name]
                 namespace[name] = oracle
                 restore.append(lambda n=name, old=old: namespace.__setitem__(n, old))
+            else:  # not defined (a skipped or failed cell): it must not cost this exercise
+                namespace[name] = oracle
+                restore.append(lambda n=name: namespace.pop(n, None))
         yield
     finally:
         for undo in reversed(restore):

@@ -1,0 +1,363 @@
+"""Checkers for chapter 2: split_heads, merge_heads, MultiHeadAttention.forward.
+
+Also the helpers that the class checkers of later chapters share: drawing a module's weights
+into a case (keys "w.<state-dict name>", which ``describe`` skips) and loading them into the
+student's module and into PyTorch's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .core import Checker, close_to, randint, randn, random_mask, register
+
+# --- weights in cases, shared with the later chapters' checkers -----------------------------------
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Leave the global random state as it was (building a module draws random numbers; a
+    check must not change what the student's next ``torch.randn`` gives) and keep PyTorch's
+    warnings off stderr."""
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def linear_weights(gen: torch.Generator, name: str, d_in: int, d_out: int, bias: bool
+                   ) -> dict[str, Tensor]:
+    """Weights of an ``nn.Linear`` called ``name``, as case entries."""
+    weights = {f"w.{name}.weight": randn(gen, d_out, d_in, scale=1 / math.sqrt(d_in))}
+    if bias:
+        weights[f"w.{name}.bias"] = randn(gen, d_out, scale=0.2)
+    return weights
+
+
+def norm_weights(gen: torch.Generator, name: str, d: int, bias: bool) -> dict[str, Tensor]:
+    """Weights of an ``nn.LayerNorm`` called ``name`` (not the identity, so it shows)."""
+    weights = {f"w.{name}.weight": 1.0 + randn(gen, d, scale=0.2)}
+    if bias:
+        weights[f"w.{name}.bias"] = randn(gen, d, scale=0.2)
+    return weights
+
+
+def mha_weights(gen: torch.Generator, name: str, d_model: int, bias: bool) -> dict[str, Tensor]:
+    """Weights of a MultiHeadAttention called ``name``: q/k/v/out projections."""
+    weights: dict[str, Tensor] = {}
+    for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+        weights |= linear_weights(gen, f"{name}.{proj}", d_model, d_model, bias)
+    return weights
+
+
+def state(case: dict[str, Any], prefix: str = "") -> dict[str, Tensor]:
+    """The case's weights whose name starts with ``prefix``, with the prefix removed."""
+    start = "w." + prefix
+    return {key[len(start):]: value for key, value in case.items() if key.startswith(start)}
+
+
+def load(module: nn.Module, case: dict[str, Any], prefix: str = "", skip: tuple[str, ...] = ()
+         ) -> nn.Module:
+    """Load the case's weights (but those whose names start with one in ``skip``) into the
+    student's module (the names of its provided ``__init__``); return it in eval mode."""
+    weights = {key: value for key, value in state(case, prefix).items()
+               if not key.startswith(skip)}
+    module.load_state_dict(weights, strict=True)
+    return module.eval()
+
+
+def torch_mha(weights: dict[str, Tensor], d_model: int, num_heads: int) -> nn.MultiheadAttention:
+    """``nn.MultiheadAttention`` holding ``weights`` (names as in our q/k/v/out projections);
+    PyTorch stacks W_Q, W_K, W_V in one ``in_proj_weight``."""
+    bias = "q_proj.bias" in weights
+    with quiet():
+        mha = nn.MultiheadAttention(d_model, num_heads, bias=bias, batch_first=True)
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(torch.cat([weights[f"{p}_proj.weight"] for p in "qkv"]))
+        mha.out_proj.weight.copy_(weights["out_proj.weight"])
+        if bias:
+            mha.in_proj_bias.copy_(torch.cat([weights[f"{p}_proj.bias"] for p in "qkv"]))
+            mha.out_proj.bias.copy_(weights["out_proj.bias"])
+    return mha.eval()
+
+
+def torch_mask(mask: Tensor | None, batch: int, heads: int, q_len: int, k_len: int
+               ) -> Tensor | None:
+    """Our mask (True = may attend, broadcastable to (B, H, Q, K)) in the form PyTorch's
+    modules take: (B·H, Q, K), True = may NOT attend."""
+    if mask is None:
+        return None
+    return ~mask.broadcast_to(batch, heads, q_len, k_len).reshape(batch * heads, q_len, k_len)
+
+
+# --- oracles --------------------------------------------------------------------------------------
+
+
+def oracle_split_heads(x: Tensor, num_heads: int) -> Tensor:
+    return x.unflatten(-1, (num_heads, -1)).permute(0, 2, 1, 3)
+
+
+def oracle_merge_heads(x: Tensor) -> Tensor:
+    return x.permute(0, 2, 1, 3).flatten(2)
+
+
+def oracle_mha_forward(self, query: Tensor, key: Tensor, value: Tensor,
+                       mask: Tensor | None = None, cache=None, static_kv: bool = False) -> Tensor:
+    """MultiHeadAttention.forward through F.scaled_dot_product_attention, using ``self``'s
+    projections (with the key/value cache, for decoding)."""
+    q = oracle_split_heads(F.linear(query, self.q_proj.weight, self.q_proj.bias), self.num_heads)
+    if cache is not None and static_kv and cache.k is not None:
+        k, v = cache.k, cache.v
+    else:
+        k = oracle_split_heads(F.linear(key, self.k_proj.weight, self.k_proj.bias),
+                               self.num_heads)
+        v = oracle_split_heads(F.linear(value, self.v_proj.weight, self.v_proj.bias),
+                               self.num_heads)
+        if cache is not None:
+            k, v = cache.append(k, v)
+    p = self.dropout if self.training else 0.0
+    if getattr(self, "keep_weights", False):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+        self.last_weights = weights
+        out = F.dropout(weights, p, training=p > 0) @ v
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        if mask is not None:
+            out = out.masked_fill(~mask.any(-1, keepdim=True), 0.0)
+        self.last_weights = None
+    return F.linear(oracle_merge_heads(out), self.out_proj.weight, self.out_proj.bias)
+
+
+# --- split_heads / merge_heads --------------------------------------------------------------------
+
+
+@register
+class SplitHeadsChecker(Checker):
+    name = "split_heads"
+
+    def cases(self, gen, hidden):
+        cases = [{"x": randn(gen, 2, 3, 8), "num_heads": 2},
+                 {"x": randn(gen, 1, 4, 12), "num_heads": 3}]
+        if hidden:
+            cases += [{"x": randn(gen, 3, 1, 16), "num_heads": 4},
+                      {"x": randn(gen, 2, 5, 6), "num_heads": 1},
+                      {"x": randn(gen, 2, 7, 64), "num_heads": 8},
+                      {"x": randn(gen, 1, 2, 8).double(), "num_heads": 8}]
+        return cases
+
+    def run(self, obj, case):
+        return {"output": obj(case["x"].clone(), case["num_heads"])}
+
+    def expected(self, case):
+        # Head h is the slice of features h*Dh ... (h+1)*Dh - 1, for every position.
+        x, heads = case["x"], case["num_heads"]
+        d_head = x.shape[-1] // heads
+        return {"output": torch.stack([x[:, :, h * d_head:(h + 1) * d_head]
+                                       for h in range(heads)], dim=1)}
+
+    def hint(self, case, got):
+        out, x, heads = got.get("output"), case["x"], case["num_heads"]
+        b, length, d = x.shape
+        if close_to(out, x.reshape(b, heads, length, d // heads)):
+            return ("you reshaped (B, L, D) straight to (B, H, L, D/H), which mixes positions "
+                    "into heads: reshape to (B, L, H, D/H) first, then transpose(1, 2).")
+        if close_to(out, x.reshape(b, length, heads, d // heads)):
+            return "move the head axis before the positions: transpose(1, 2) → (B, H, L, D/H)."
+        if close_to(out, x.reshape(b, length, d // heads, heads).permute(0, 3, 1, 2)):
+            return ("head h must get the contiguous features h·D/H … (h+1)·D/H − 1, not every "
+                    "H-th feature: reshape to (B, L, H, D/H), not (B, L, D/H, H).")
+        return None
+
+    @property
+    def oracle(self):
+        return oracle_split_heads
+
+
+@register
+class MergeHeadsChecker(Checker):
+    name = "merge_heads"
+
+    def cases(self, gen, hidden):
+        cases = [{"x": randn(gen, 2, 2, 3, 4)}, {"x": randn(gen, 1, 3, 5, 2)}]
+        if hidden:
+            cases += [{"x": randn(gen, 3, 4, 1, 8)}, {"x": randn(gen, 2, 1, 6, 5)},
+                      {"x": randn(gen, 2, 8, 7, 8)}, {"x": randn(gen, 1, 2, 3, 4).double()}]
+        return cases
+
+    def run(self, obj, case):
+        return {"output": obj(case["x"].clone())}
+
+    def expected(self, case):
+        # Position l's vector is head 0's features, then head 1's, ... (concatenation).
+        x = case["x"]
+        return {"output": torch.cat([x[:, h] for h in range(x.shape[1])], dim=-1)}
+
+    def hint(self, case, got):
+        out, x = got.get("output"), case["x"]
+        b, heads, length, d_head = x.shape
+        if close_to(out, x.reshape(b, length, heads * d_head)):
+            return ("heads merged in the wrong order: reshaping (B, H, L, Dh) straight to "
+                    "(B, L, H·Dh) mixes positions; transpose(1, 2) to (B, L, H, Dh) first.")
+        if close_to(out, x.permute(0, 2, 3, 1).reshape(b, length, heads * d_head)):
+            return ("the features are interleaved across heads: position l's vector is head "
+                    "0's Dh features, then head 1's, ... (transpose(1, 2), then reshape).")
+        return None
+
+    @property
+    def oracle(self):
+        return oracle_merge_heads
+
+
+# --- MultiHeadAttention.forward -------------------------------------------------------------------
+
+
+def mha_case(gen: torch.Generator, batch: int, q_len: int, k_len: int, d_model: int,
+             num_heads: int, bias: bool, keep_weights: bool, mask: str = "none") -> dict:
+    """One case; ``k_len=0`` means self-attention (key and value are the query); ``mask`` is
+    none, random, padding, causal or dead_row (one query may attend to no key)."""
+    query = randn(gen, batch, q_len, d_model)
+    if k_len:
+        key, value = randn(gen, batch, k_len, d_model), randn(gen, batch, k_len, d_model)
+    else:
+        key, value, k_len = query.clone(), query.clone(), q_len
+    case: dict[str, Any] = {"query": query, "key": key, "value": value}
+    if mask == "random":
+        case["mask"] = random_mask(gen, (batch, 1, q_len, k_len))
+    elif mask == "padding":
+        case["mask"] = random_mask(gen, (batch, 1, 1, k_len), p_allowed=0.6)
+    elif mask == "causal":
+        case["mask"] = torch.ones(q_len, k_len, dtype=torch.bool).tril()
+    elif mask == "dead_row":  # one query may attend to no key: its attention output is zeros
+        dead = random_mask(gen, (batch, 1, q_len, k_len))
+        dead[0, 0, randint(gen, 0, q_len)] = False
+        case["mask"] = dead
+    case |= {"d_model": d_model, "num_heads": num_heads, "bias": bias,
+             "keep_weights": keep_weights}
+    return case | mha_weights(gen, "attn", d_model, bias)
+
+
+def mha_by_hand(case: dict, *, split: str = "heads", merge: str = "heads", out_proj: bool = True,
+                use_mask: bool = True, scale: float | None = None, values: str = "value"
+                ) -> tuple[Tensor, Tensor]:
+    """Multi-head attention written out, right or with one of the usual mistakes (for hints):
+    split/merge "heads" (right) or "plain" (a reshape without transposing); ``values`` names
+    the input the values are projected from."""
+    w, heads = state(case, "attn."), case["num_heads"]
+    query, key, value = case["query"], case["key"], case[values]
+    mask = case.get("mask") if use_mask else None
+    b, q_len, d = query.shape
+
+    def project(x: Tensor, name: str) -> Tensor:
+        y = F.linear(x, w[f"{name}.weight"], w.get(f"{name}.bias"))
+        if split == "plain":
+            return y.reshape(b, heads, x.shape[1], d // heads)
+        return oracle_split_heads(y, heads)
+
+    q, k, v = project(query, "q_proj"), project(key, "k_proj"), project(value, "v_proj")
+    scores = q @ k.transpose(-2, -1) / (scale or math.sqrt(d // heads))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    out = weights @ v
+    out = out.reshape(b, q_len, d) if merge == "plain" else oracle_merge_heads(out)
+    if out_proj:
+        out = F.linear(out, w["out_proj.weight"], w.get("out_proj.bias"))
+    return out, weights
+
+
+@register
+class MultiHeadAttentionChecker(Checker):
+    name = "MultiHeadAttention.forward"
+    uses = ("split_heads", "merge_heads", "scaled_dot_product_attention")
+
+    def cases(self, gen, hidden):
+        cases = [
+            mha_case(gen, 2, 4, 0, 8, 2, bias=True, keep_weights=False),
+            mha_case(gen, 2, 3, 5, 8, 2, bias=True, keep_weights=True, mask="random"),
+            mha_case(gen, 2, 4, 0, 12, 3, bias=False, keep_weights=False, mask="causal"),
+            mha_case(gen, 3, 2, 6, 8, 4, bias=True, keep_weights=False, mask="padding"),
+        ]
+        if hidden:
+            cases += [
+                mha_case(gen, 2, 5, 0, 64, 8, bias=True, keep_weights=True, mask="causal"),
+                mha_case(gen, 2, 3, 4, 64, 8, bias=False, keep_weights=True, mask="dead_row"),
+                mha_case(gen, 2, 3, 4, 16, 4, bias=True, keep_weights=False, mask="dead_row"),
+                mha_case(gen, 3, 1, 1, 16, 2, bias=True, keep_weights=True, mask="padding"),
+                mha_case(gen, 1, 1, 7, 16, 1, bias=False, keep_weights=False),
+                mha_case(gen, 2, 6, 0, 16, 16, bias=True, keep_weights=False, mask="padding"),
+            ]
+        return cases
+
+    def run(self, obj, case):
+        with quiet():
+            module = obj(case["d_model"], case["num_heads"], dropout=0.0, bias=case["bias"])
+            load(module, case, "attn.")
+            module.keep_weights = case["keep_weights"]
+            output = module(case["query"], case["key"], case["value"], mask=case.get("mask"),
+                            cache=None)
+        got = {"output": output}
+        if case["keep_weights"]:
+            got["last_weights"] = module.last_weights
+        return got
+
+    def expected(self, case):
+        query, key, value, mask = case["query"], case["key"], case["value"], case.get("mask")
+        d_model, heads = case["d_model"], case["num_heads"]
+        (b, q_len, _), k_len = query.shape, key.shape[1]
+        mha = torch_mha(state(case, "attn."), d_model, heads)
+        with quiet():
+            output, weights = mha(query, key, value,
+                                  attn_mask=torch_mask(mask, b, heads, q_len, k_len),
+                                  need_weights=True, average_attn_weights=False)
+        output, weights = output.detach(), weights.detach()
+        if mask is not None:
+            # A query that may attend to no key gets a zero attention output here (PyTorch
+            # gives NaN): after the output projection that is the projection's bias.
+            dead = ~mask.broadcast_to(b, 1, q_len, k_len).any(-1)[:, 0, :, None]  # (B, Q, 1)
+            bias = mha.out_proj.bias.detach() if case["bias"] else torch.zeros(d_model)
+            output = torch.where(dead, bias, output)
+            weights = weights.nan_to_num(0.0)
+        result = {"output": output}
+        if case["keep_weights"]:
+            result["last_weights"] = weights
+        return result
+
+    def hint(self, case, got):
+        out = got.get("output")
+        if case["keep_weights"] and not isinstance(got.get("last_weights"), Tensor):
+            return ("with keep_weights=True, attend with scaled_dot_product_attention and keep "
+                    "its weights (B, H, Q, K) in self.last_weights.")
+        d_model = case["d_model"]
+        mistakes = [
+            ({"merge": "plain"}, "heads merged in the wrong order: (B, H, Q, Dh) must become "
+             "(B, Q, H, Dh) (transpose(1, 2)) before the reshape to (B, Q, D); use merge_heads."),
+            ({"split": "plain", "merge": "plain"}, "the heads were split (and merged) with a "
+             "plain view/reshape, without transposing: use split_heads and merge_heads."),
+            ({"out_proj": False}, "the output projection is missing: return "
+             "self.out_proj(merge_heads(...))."),
+            ({"use_mask": False}, "the mask was not passed on to the attention."),
+            ({"scale": math.sqrt(d_model)}, "scale the scores by sqrt(d_model / num_heads), "
+             "the width of one head, not by sqrt(d_model)."),
+            ({"values": "key"}, "the values are projected from `value` (self.v_proj(value)), "
+             "not from `key`."),
+        ]
+        for variant, message in mistakes:
+            if variant.get("use_mask") is False and "mask" not in case:
+                continue
+            if close_to(out, mha_by_hand(case, **variant)[0]):
+                return message
+        return None
+
+    @property
+    def oracle(self):
+        return oracle_mha_forward

@@ -1,0 +1,594 @@
+"""Checkers for chapter 5: the causal and target masks, the decoder layer and the decoder stack.
+
+The oracle for the layers is ``nn.TransformerDecoderLayer`` / ``nn.TransformerDecoder`` holding
+the case's weights (PyTorch's boolean masks mean True = *not* allowed, hence the ``~``). The
+step-by-step (key/value cache) path is checked against the full causal forward pass.
+
+The functional helpers at the top (``decoder_layer_fn``...) compute a layer from its weights
+with plain PyTorch ops; they are the oracles used while other exercises are checked, and the
+"what if" variants behind the hints. Chapter 6 builds on them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .core import Checker, close_to, namespace_of, randint, randn, random_mask, register
+
+# --- weights, as the course's modules name them ------------------------------------------------
+
+
+def linear_weights(gen: torch.Generator, name: str, d_in: int, d_out: int,
+                   bias: bool = True) -> dict[str, Tensor]:
+    w = {f"w.{name}.weight": randn(gen, d_out, d_in, scale=d_in**-0.5)}
+    if bias:
+        w[f"w.{name}.bias"] = randn(gen, d_out, scale=0.1)
+    return w
+
+
+def norm_weights(gen: torch.Generator, name: str, d: int, bias: bool = True) -> dict[str, Tensor]:
+    w = {f"w.{name}.weight": 1.0 + randn(gen, d, scale=0.1)}
+    if bias:
+        w[f"w.{name}.bias"] = randn(gen, d, scale=0.1)
+    return w
+
+
+def attention_weights(gen, name, d, bias=True):
+    w = {}
+    for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+        w.update(linear_weights(gen, f"{name}.{proj}", d, d, bias))
+    return w
+
+
+def layer_weights(gen: torch.Generator, prefix: str, d: int, d_ff: int, bias: bool = True,
+                  cross: bool = True) -> dict[str, Tensor]:
+    """The parameters of a DecoderLayer (``cross=True``) or an EncoderLayer, under ``prefix``."""
+    w = attention_weights(gen, prefix + "self_attn", d, bias)
+    if cross:
+        w.update(attention_weights(gen, prefix + "cross_attn", d, bias))
+    w.update(linear_weights(gen, prefix + "feed_forward.linear1", d, d_ff, bias))
+    w.update(linear_weights(gen, prefix + "feed_forward.linear2", d_ff, d, bias))
+    blocks = ("self_attn_block", "cross_attn_block", "ff_block") if cross else (
+        "attn_block", "ff_block")
+    for block in blocks:
+        w.update(norm_weights(gen, f"{prefix}{block}.norm", d, bias))
+    return w
+
+
+def weights_of(case: dict[str, Any], prefix: str = "") -> dict[str, Tensor]:
+    """The case's weights under ``prefix``, named as in the module's state_dict."""
+    start = len("w." + prefix)
+    return {k[start:]: v for k, v in case.items() if k.startswith("w." + prefix)}
+
+
+# --- PyTorch's own layers with those weights ---------------------------------------------------
+
+
+def torch_layer_state(w: dict[str, Tensor], cross: bool = True) -> dict[str, Tensor]:
+    """Our layer's weights renamed for nn.TransformerDecoderLayer (or EncoderLayer), which
+    stacks W_Q, W_K, W_V into one ``in_proj_weight``."""
+    state = {}
+    pairs = [("self_attn", "self_attn")] + ([("cross_attn", "multihead_attn")] if cross else [])
+    for ours, theirs in pairs:
+        state[f"{theirs}.in_proj_weight"] = torch.cat(
+            [w[f"{ours}.{p}_proj.weight"] for p in "qkv"])
+        if f"{ours}.q_proj.bias" in w:
+            state[f"{theirs}.in_proj_bias"] = torch.cat([w[f"{ours}.{p}_proj.bias"] for p in "qkv"])
+        for kind in ("weight", "bias"):
+            if f"{ours}.out_proj.{kind}" in w:
+                state[f"{theirs}.out_proj.{kind}"] = w[f"{ours}.out_proj.{kind}"]
+    blocks = ("self_attn_block", "cross_attn_block", "ff_block") if cross else (
+        "attn_block", "ff_block")
+    names = {"feed_forward.linear1": "linear1", "feed_forward.linear2": "linear2"}
+    names.update({f"{block}.norm": f"norm{i}" for i, block in enumerate(blocks, 1)})
+    for ours, theirs in names.items():
+        for kind in ("weight", "bias"):
+            if f"{ours}.{kind}" in w:
+                state[f"{theirs}.{kind}"] = w[f"{ours}.{kind}"]
+    return state
+
+
+def torch_layer(cfg: dict[str, Any], w: dict[str, Tensor], cross: bool = True) -> nn.Module:
+    """nn.TransformerDecoderLayer (or EncoderLayer) holding weights ``w``. It is left in
+    training mode (with dropout 0) so that PyTorch never takes its fused fast path."""
+    cls = nn.TransformerDecoderLayer if cross else nn.TransformerEncoderLayer
+    layer = cls(cfg["d_model"], cfg["num_heads"], cfg["d_ff"], dropout=0.0,
+                activation=cfg.get("activation", "relu"), batch_first=True,
+                norm_first=cfg.get("norm_first", False), bias=cfg.get("bias", True))
+    layer.load_state_dict(torch_layer_state(w, cross))
+    return layer
+
+
+def torch_mask(mask: Tensor | None, batch: int, heads: int, q_len: int, k_len: int
+               ) -> Tensor | None:
+    """Our mask (True = may attend, broadcastable to (B, H, Q, K)) as PyTorch's boolean
+    attn_mask (B * H, Q, K), True = NOT allowed."""
+    if mask is None:
+        return None
+    return ~mask.expand(batch, heads, q_len, k_len).reshape(batch * heads, q_len, k_len)
+
+
+def torch_decoder_stack(layers: list[nn.Module], x: Tensor, memory: Tensor, heads: int,
+                        self_mask: Tensor | None, memory_mask: Tensor | None) -> list[Tensor]:
+    """Run PyTorch decoder layers one after the other; return every layer's output."""
+    b, t, s = x.shape[0], x.shape[1], memory.shape[1]
+    tgt, mem = torch_mask(self_mask, b, heads, t, t), torch_mask(memory_mask, b, heads, t, s)
+    outputs = []
+    with torch.no_grad():
+        for layer in layers:
+            x = layer(x, memory, tgt_mask=tgt, memory_mask=mem)
+            outputs.append(x)
+    return outputs
+
+
+# --- the same computations written out, from a weight dict --------------------------------------
+
+
+def attend(w: dict[str, Tensor], name: str, heads: int, query: Tensor, kv: Tensor,
+           mask: Tensor | None, cache: Any = None, static_kv: bool = False) -> Tensor:
+    """Multi-head attention from the weights under ``name`` (q_proj, k_proj, v_proj, out_proj);
+    ``cache`` is anything with ``k``, ``v`` and ``append(k, v)`` (the notebook's KVCache)."""
+    def proj(p: str, t: Tensor) -> Tensor:
+        return F.linear(t, w[f"{name}.{p}.weight"], w.get(f"{name}.{p}.bias"))
+
+    def split(t: Tensor) -> Tensor:
+        return t.unflatten(-1, (heads, t.shape[-1] // heads)).transpose(1, 2)
+
+    q = split(proj("q_proj", query))
+    if cache is not None and static_kv and cache.k is not None:
+        k, v = cache.k, cache.v
+    else:
+        k, v = split(proj("k_proj", kv)), split(proj("v_proj", kv))
+        if cache is not None:
+            k, v = cache.append(k, v)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    if mask is not None:
+        out = out.masked_fill(~mask.any(-1, keepdim=True), 0.0)
+    return proj("out_proj", out.transpose(1, 2).flatten(2))
+
+
+def residual(w: dict[str, Tensor], block: str, cfg: dict[str, Any], x: Tensor, fn,
+             mode: str = "normal") -> Tensor:
+    """The residual sublayer around ``fn``; ``mode`` "skip" leaves x unchanged, "bare" is fn
+    alone (no residual, no norm): two mistakes the hints recognise."""
+    if mode == "skip":
+        return x
+    if mode == "bare":
+        return fn(x)
+    weight, bias = w[f"{block}.norm.weight"], w.get(f"{block}.norm.bias")
+
+    def norm(t: Tensor) -> Tensor:
+        return F.layer_norm(t, weight.shape, weight, bias, cfg.get("eps", 1e-5))
+
+    return x + fn(norm(x)) if cfg.get("norm_first", False) else norm(x + fn(x))
+
+
+def feed_forward(w: dict[str, Tensor], cfg: dict[str, Any], x: Tensor) -> Tensor:
+    act = F.gelu if cfg.get("activation", "relu") == "gelu" else F.relu
+    hidden = act(F.linear(x, w["feed_forward.linear1.weight"], w.get("feed_forward.linear1.bias")))
+    return F.linear(hidden, w["feed_forward.linear2.weight"], w.get("feed_forward.linear2.bias"))
+
+
+def decoder_layer_fn(w: dict[str, Tensor], cfg: dict[str, Any], x: Tensor, memory: Tensor,
+                     self_mask: Tensor | None = None, memory_mask: Tensor | None = None,
+                     cache: Any = None, cross_kv: str = "memory", swap_masks: bool = False,
+                     modes: tuple[str, str, str] = ("normal",) * 3) -> Tensor:
+    """A decoder layer from its weights; the keyword arguments after ``cache`` make the wrong
+    versions the hints look for."""
+    heads = cfg["num_heads"]
+    if swap_masks:
+        self_mask, memory_mask = memory_mask, self_mask
+    self_cache, cross_cache = cache if cache is not None else (None, None)
+    x = residual(w, "self_attn_block", cfg, x,
+                 lambda y: attend(w, "self_attn", heads, y, y, self_mask, self_cache), modes[0])
+    x = residual(w, "cross_attn_block", cfg, x,
+                 lambda y: attend(w, "cross_attn", heads, y, memory if cross_kv == "memory" else y,
+                                  memory_mask, cross_cache, static_kv=True), modes[1])
+    return residual(w, "ff_block", cfg, x, lambda y: feed_forward(w, cfg, y), modes[2])
+
+
+def encoder_layer_fn(w: dict[str, Tensor], cfg: dict[str, Any], x: Tensor,
+                     mask: Tensor | None = None) -> Tensor:
+    x = residual(w, "attn_block", cfg, x,
+                 lambda y: attend(w, "self_attn", cfg["num_heads"], y, y, mask))
+    return residual(w, "ff_block", cfg, x, lambda y: feed_forward(w, cfg, y))
+
+
+def layer_config(layer: nn.Module) -> dict[str, Any]:
+    """The settings of one of the notebook's decoder (or encoder) layers, read off the module."""
+    block = layer.ff_block
+    return {"num_heads": layer.self_attn.num_heads, "norm_first": block.norm_first,
+            "activation": layer.feed_forward.activation, "eps": block.norm.eps}
+
+
+def oracle_decoder_layer(self, x: Tensor, memory: Tensor, self_mask: Tensor | None = None,
+                         memory_mask: Tensor | None = None, cache=None) -> Tensor:
+    """DecoderLayer.forward written with PyTorch ops on the layer's own weights."""
+    return decoder_layer_fn(dict(self.named_parameters()), layer_config(self), x, memory,
+                            self_mask, memory_mask, cache)
+
+
+def oracle_decoder(self, x: Tensor, memory: Tensor, self_mask: Tensor | None = None,
+                   memory_mask: Tensor | None = None, cache=None) -> Tensor:
+    """Decoder.forward written with PyTorch ops on the stack's own weights."""
+    for i, layer in enumerate(self.layers):
+        x = oracle_decoder_layer(layer, x, memory, self_mask, memory_mask,
+                                 cache[i] if cache is not None else None)
+    if self.norm is not None:
+        x = F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias,
+                         self.norm.eps)
+    return x
+
+
+# --- cases ---------------------------------------------------------------------------------------
+
+
+def lengths_mask(gen: torch.Generator, batch: int, length: int, padded_row: int = 0) -> Tensor:
+    """(B, L) True for real tokens: each row has a random length >= 1, and row ``padded_row``
+    (if any) has padding for sure (when L > 1)."""
+    lengths = torch.randint(1, length + 1, (batch,), generator=gen)
+    if padded_row is not None and length > 1:
+        lengths[padded_row] = randint(gen, 1, length)
+    return torch.arange(length)[None, :] < lengths[:, None]
+
+
+def tril(length: int) -> Tensor:
+    return torch.tril(torch.ones(length, length)).bool()
+
+
+LAYER_CFG = ("d_model", "num_heads", "d_ff", "activation", "norm_first", "bias")
+
+
+def layer_case(gen: torch.Generator, *, batch: int, t: int, s: int, d: int = 16, heads: int = 2,
+               d_ff: int = 32, activation: str = "relu", norm_first: bool = False,
+               bias: bool = True, self_mask: str = "causal", memory_mask: bool = True,
+               mode: str = "full", layers: int | None = None, final_norm: bool = False
+               ) -> dict[str, Any]:
+    """One case for DecoderLayer.forward (``layers=None``) or Decoder.forward."""
+    case: dict[str, Any] = {"mode": mode, "x": randn(gen, batch, t, d),
+                            "memory": randn(gen, batch, s, d)}
+    if self_mask == "causal":
+        case["self_mask"] = tril(t)
+    elif self_mask == "target":
+        case["self_mask"] = lengths_mask(gen, batch, t)[:, None, None, :] & tril(t)
+    elif self_mask == "random":
+        case["self_mask"] = random_mask(gen, (batch, 1, t, t))
+    if memory_mask:
+        case["memory_mask"] = lengths_mask(gen, batch, s)[:, None, None, :]
+    case.update(d_model=d, num_heads=heads, d_ff=d_ff, activation=activation,
+                norm_first=norm_first, bias=bias)
+    if layers is None:
+        case.update(layer_weights(gen, "", d, d_ff, bias))
+    else:
+        case.update(num_layers=layers, final_norm=final_norm)
+        for i in range(layers):
+            case.update(layer_weights(gen, f"layers.{i}.", d, d_ff, bias))
+        if final_norm:
+            case.update(norm_weights(gen, "norm", d))
+    return case
+
+
+def step_by_step(module: nn.Module, case: dict[str, Any], cache: Any) -> Tensor:
+    """Feed the decoder input one position at a time through ``module`` with ``cache``."""
+    x = case["x"]
+    steps = [module(x[:, t:t + 1], case["memory"], self_mask=None,
+                    memory_mask=case.get("memory_mask"), cache=cache)
+             for t in range(x.shape[1])]
+    return torch.cat(steps, dim=1)
+
+
+def _kv_cache_class(obj: Any) -> type:
+    ns = namespace_of(obj) or {}
+    if "KVCache" not in ns:
+        raise NameError("KVCache is not defined: run the provided code cell first")
+    return ns["KVCache"]
+
+
+# --- the checkers -----------------------------------------------------------------------------
+
+
+@register
+class CausalMaskChecker(Checker):
+    name = "causal_mask"
+
+    def cases(self, gen, hidden):
+        cases = [{"length": 4}, {"length": 7}]
+        if hidden:
+            cases += [{"length": 1}, {"length": 2}, {"length": randint(gen, 10, 20)}]
+        return cases
+
+    def run(self, obj, case):
+        return {"mask": obj(case["length"])}
+
+    def expected(self, case):
+        # Query i (row) may see key j (column) when j <= i: the lower triangle, diagonal included.
+        return {"mask": torch.tril(torch.ones(case["length"], case["length"])).bool()}
+
+    def hint(self, case, got):
+        mask, n = got.get("mask"), case["length"]
+        if not isinstance(mask, Tensor) or mask.shape != (n, n):
+            return None
+        mask = mask.bool()
+        ones = torch.ones(n, n)
+        if bool((mask == torch.tril(ones, -1).bool()).all()):
+            return ("off by one: the diagonal must be True (position i may attend to itself); "
+                    "use tril(), not tril(-1).")
+        if bool((mask == torch.tril(ones, 1).bool()).all()):
+            return "off by one: position i may not see position i + 1 (use tril(), not tril(1))."
+        if bool((mask == torch.triu(ones).bool()).all()) or \
+                bool((mask == ~torch.tril(ones).bool()).all()) or \
+                bool((mask == torch.triu(ones, 1).bool()).all()):
+            return ("the mask is inverted or transposed: True (allowed) must be on and below "
+                    "the diagonal (row = query, column = key).")
+        if got["mask"].dtype != torch.bool:
+            return "return a boolean mask (dtype=torch.bool)."
+        return None
+
+    @property
+    def oracle(self):
+        def causal_mask(length, device=None):
+            return torch.tril(torch.ones(length, length, device=device)).bool()
+        return causal_mask
+
+
+@register
+class TargetMaskChecker(Checker):
+    name = "target_mask"
+    uses = ("causal_mask",)
+
+    def cases(self, gen, hidden):
+        def tokens(batch, length, pad_id):
+            real = lengths_mask(gen, batch, length)
+            ids = torch.randint(pad_id + 1, pad_id + 10, (batch, length), generator=gen)
+            return ids.masked_fill(~real, pad_id)
+
+        cases = [{"tokens": tokens(3, 5, 0), "pad_id": 0}]
+        if hidden:
+            cases += [{"tokens": tokens(1, 1, 0), "pad_id": 0},
+                      {"tokens": tokens(4, 8, 3), "pad_id": 3},
+                      {"tokens": torch.arange(3, 9).view(2, 3), "pad_id": 0}]
+        return cases
+
+    def run(self, obj, case):
+        return {"mask": obj(case["tokens"], pad_id=case["pad_id"])}
+
+    def expected(self, case):
+        tokens = case["tokens"]
+        t = tokens.shape[1]
+        key_is_real = (tokens != case["pad_id"]).view(tokens.shape[0], 1, 1, t)
+        return {"mask": torch.logical_and(key_is_real, torch.tril(torch.ones(t, t)).bool())}
+
+    def hint(self, case, got):
+        mask = got.get("mask")
+        if not isinstance(mask, Tensor):
+            return None
+        tokens, pad = case["tokens"], case["pad_id"]
+        t = tokens.shape[1]
+        exp = self.expected(case)["mask"]
+        real = tokens != pad
+        try:
+            full = mask.bool().expand(exp.shape)
+        except RuntimeError:
+            return "return shape (batch, 1, T, T): padding (batch, 1, 1, T) & causal (T, T)."
+        if bool((full == tril(t).expand(exp.shape)).all()):
+            return "the padding part is missing: also hide keys that are padding (pad_id)."
+        if bool((full == real[:, None, None, :].expand(exp.shape)).all()):
+            return "the causal part is missing: combine the padding mask with causal_mask(T)."
+        if bool((full == (real[:, None, :, None] & tril(t)).expand(exp.shape)).all()):
+            return ("padding must hide keys (the last axis), not queries: use "
+                    "padding_mask(tokens, pad_id), shaped (B, 1, 1, T).")
+        if bool((full == (real[:, None, None, :] | tril(t)).expand(exp.shape)).all()):
+            return "combine the two masks with AND (&): allowed only if both allow it."
+        if tuple(mask.shape) != tuple(exp.shape):
+            return "return shape (batch, 1, T, T): padding (batch, 1, 1, T) & causal (T, T)."
+        return None
+
+    @property
+    def oracle(self):
+        def target_mask(tokens, pad_id=0):
+            t = tokens.shape[1]
+            causal = torch.tril(torch.ones(t, t, device=tokens.device)).bool()
+            return (tokens != pad_id)[:, None, None, :] & causal
+        return target_mask
+
+
+@register
+class DecoderLayerChecker(Checker):
+    name = "DecoderLayer.forward"
+
+    def cases(self, gen, hidden):
+        cases = [
+            layer_case(gen, batch=2, t=5, s=5, self_mask="target"),
+            layer_case(gen, batch=2, t=4, s=6, heads=4, norm_first=True, activation="gelu",
+                       mode="cached"),
+        ]
+        if hidden:
+            cases += [
+                layer_case(gen, batch=3, t=6, s=3, d=24, heads=3, bias=False, self_mask="none",
+                           memory_mask=False),
+                layer_case(gen, batch=1, t=1, s=7, norm_first=True),
+                layer_case(gen, batch=3, t=5, s=4, mode="cached"),
+                layer_case(gen, batch=2, t=4, s=4, heads=4, self_mask="random",
+                           activation="gelu"),
+            ]
+        return cases
+
+    def run(self, obj, case):
+        layer = obj(**{k: case[k] for k in LAYER_CFG}, dropout=0.0)
+        layer.load_state_dict(weights_of(case))
+        layer.eval()
+        with torch.no_grad():
+            if case["mode"] == "cached":
+                kv_cache = _kv_cache_class(obj)
+                cache = (kv_cache(), kv_cache())
+                out = step_by_step(layer, case, cache)
+                return {"output": out, "self_cache_len": torch.tensor(len(cache[0])),
+                        "cross_cache_len": torch.tensor(len(cache[1]))}
+            return {"output": layer(case["x"], case["memory"], self_mask=case.get("self_mask"),
+                                    memory_mask=case.get("memory_mask"))}
+
+    def expected(self, case):
+        layer = torch_layer(case, weights_of(case))
+        # Step by step with a cache must give what the full pass gives with a causal mask.
+        self_mask = tril(case["x"].shape[1]) if case["mode"] == "cached" else case.get("self_mask")
+        out = torch_decoder_stack([layer], case["x"], case["memory"], case["num_heads"],
+                                  self_mask, case.get("memory_mask"))[-1]
+        result = {"output": out}
+        if case["mode"] == "cached":
+            result["self_cache_len"] = torch.tensor(case["x"].shape[1])
+            result["cross_cache_len"] = torch.tensor(case["memory"].shape[1])
+        return result
+
+    def hint(self, case, got):
+        if case["mode"] == "cached":
+            t, s = case["x"].shape[1], case["memory"].shape[1]
+            if not close_to(got.get("self_cache_len"), torch.tensor(t).float()):
+                return ("step by step, the self-attention must get the cache's first part: "
+                        "self.self_attn(y, y, y, self_mask, cache=self_cache); each step "
+                        "appends one key/value.")
+            if not close_to(got.get("cross_cache_len"), torch.tensor(s).float()):
+                return ("the cross-attention must get the cache's second part with "
+                        "static_kv=True, so the memory's keys/values are computed once.")
+        w, out = weights_of(case), got.get("output")
+        cfg = {k: case[k] for k in LAYER_CFG}
+        self_mask = tril(case["x"].shape[1]) if case["mode"] == "cached" else case.get("self_mask")
+
+        def variant(**kw):
+            try:
+                return decoder_layer_fn(w, cfg, case["x"], case["memory"], self_mask,
+                                        case.get("memory_mask"), **kw)
+            except RuntimeError:
+                return None
+
+        def like(**kw):
+            ref = variant(**kw)
+            return ref is not None and close_to(out, ref)
+
+        if like(cross_kv="x"):
+            return ("the cross-attention's keys and values must come from the encoder's "
+                    "`memory`, not from the decoder's own states: cross_attn(y, memory, memory, "
+                    "memory_mask).")
+        if like(swap_masks=True):
+            return ("the masks are swapped: self_mask goes to the self-attention, memory_mask "
+                    "to the cross-attention.")
+        names = ("self-attention", "cross-attention", "feed-forward")
+        for i, name in enumerate(names):
+            modes = ["normal"] * 3
+            modes[i] = "bare"
+            if like(modes=tuple(modes)):
+                return (f"the {name} has no residual connection / norm: wrap it in its "
+                        "sublayer, x = block(x, lambda y: ...).")
+            modes[i] = "skip"
+            if like(modes=tuple(modes)):
+                return (f"the {name} sublayer's result is lost: each sublayer's output is the "
+                        "next one's input (x = block(x, ...)).")
+        if (self_mask is not None or case.get("memory_mask") is not None) and close_to(
+                out, decoder_layer_fn(w, cfg, case["x"], case["memory"])):
+            return "pass the masks on to the attention layers (self_mask, memory_mask)."
+        return None
+
+    @property
+    def oracle(self):
+        return oracle_decoder_layer
+
+
+@register
+class DecoderChecker(Checker):
+    name = "Decoder.forward"
+    uses = ("DecoderLayer.forward",)
+
+    def cases(self, gen, hidden):
+        cases = [
+            layer_case(gen, batch=2, t=5, s=4, layers=2, final_norm=True, self_mask="target"),
+            layer_case(gen, batch=2, t=4, s=5, layers=2, final_norm=True, norm_first=True,
+                       mode="cached"),
+        ]
+        if hidden:
+            cases += [
+                layer_case(gen, batch=3, t=3, s=6, layers=1, final_norm=False),
+                layer_case(gen, batch=1, t=6, s=3, layers=3, heads=4, final_norm=False,
+                           self_mask="none", memory_mask=False, activation="gelu"),
+                layer_case(gen, batch=3, t=5, s=4, layers=3, final_norm=True, mode="cached"),
+            ]
+        return cases
+
+    def run(self, obj, case):
+        ns = namespace_of(obj) or {}
+        if "DecoderLayer" not in ns:
+            raise NameError("DecoderLayer is not defined: run the cells above first")
+        layer = ns["DecoderLayer"](**{k: case[k] for k in LAYER_CFG}, dropout=0.0)
+        decoder = obj(layer, case["num_layers"], final_norm=case["final_norm"])
+        decoder.load_state_dict(weights_of(case))
+        decoder.eval()
+        with torch.no_grad():
+            if case["mode"] == "cached":
+                kv_cache = _kv_cache_class(obj)
+                cache = [(kv_cache(), kv_cache()) for _ in range(case["num_layers"])]
+                out = step_by_step(decoder, case, cache)
+                lengths = torch.tensor([[len(a), len(b)] for a, b in cache])
+                return {"output": out, "cache_lengths": lengths}
+            return {"output": decoder(case["x"], case["memory"], self_mask=case.get("self_mask"),
+                                      memory_mask=case.get("memory_mask"))}
+
+    def _torch_outputs(self, case):
+        """Every PyTorch layer's output, and the stack's output through nn.TransformerDecoder."""
+        n = case["num_layers"]
+        layers = [torch_layer(case, weights_of(case, f"layers.{i}.")) for i in range(n)]
+        norm = nn.LayerNorm(case["d_model"]) if case["final_norm"] else None
+        if norm is not None:
+            norm.load_state_dict(weights_of(case, "norm."))
+        stack = nn.TransformerDecoder(layers[0], n, norm=norm)
+        stack.layers = nn.ModuleList(layers)
+        t, s = case["x"].shape[1], case["memory"].shape[1]
+        b, h = case["x"].shape[0], case["num_heads"]
+        self_mask = tril(t) if case["mode"] == "cached" else case.get("self_mask")
+        with torch.no_grad():
+            out = stack(case["x"], case["memory"], tgt_mask=torch_mask(self_mask, b, h, t, t),
+                        memory_mask=torch_mask(case.get("memory_mask"), b, h, t, s))
+        return layers, norm, self_mask, out
+
+    def expected(self, case):
+        *_, out = self._torch_outputs(case)
+        result = {"output": out}
+        if case["mode"] == "cached":
+            t, s = case["x"].shape[1], case["memory"].shape[1]
+            result["cache_lengths"] = torch.tensor([[t, s]] * case["num_layers"])
+        return result
+
+    def hint(self, case, got):
+        if case["mode"] == "cached":
+            lengths = got.get("cache_lengths")
+            exp = self.expected(case)["cache_lengths"]
+            if isinstance(lengths, Tensor) and lengths.shape == exp.shape and \
+                    not bool((lengths == exp).all()):
+                if not bool(lengths.any()):
+                    return "pass each layer its cache pair: layer(..., cache=cache[i])."
+                return "give layer i its own cache pair, cache[i] (not the same pair to all)."
+        layers, norm, self_mask, _ = self._torch_outputs(case)
+        out, h = got.get("output"), case["num_heads"]
+        x, memory, memory_mask = case["x"], case["memory"], case.get("memory_mask")
+        chained = torch_decoder_stack(layers, x, memory, h, self_mask, memory_mask)
+        if norm is not None:
+            with torch.no_grad():
+                if close_to(out, chained[-1]):
+                    return "apply the final norm (self.norm) after the last layer when it exists."
+        separate = [torch_decoder_stack([layer], x, memory, h, self_mask, memory_mask)[-1]
+                    for layer in layers]
+        first_only = torch_decoder_stack([layers[0]] * len(layers), x, memory, h, self_mask,
+                                         memory_mask)[-1]
+        with torch.no_grad():
+            candidates = separate + [first_only] + chained[:-1]
+            if norm is not None:
+                candidates += [norm(c) for c in candidates]
+        if len(layers) > 1 and any(close_to(out, c) for c in candidates):
+            return ("run every layer of self.layers in order, each on the previous layer's "
+                    "output (x = layer(x, memory, ...)).")
+        return None
+
+    @property
+    def oracle(self):
+        return oracle_decoder

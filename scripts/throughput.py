@@ -1,0 +1,116 @@
+"""Training throughput of the package's Transformer on this machine, for chapter 7's table.
+
+    python scripts/throughput.py --device cuda --out book/data/throughput_cuda.json
+    python scripts/throughput.py --device cpu  --out book/data/throughput_cpu.json
+
+One training step = forward, label-smoothed loss, backward, Adam step, on batches of the date
+task. Each configuration (float32 or bfloat16 autocast; PyTorch's fused attention or the
+explicit matmul-softmax-matmul path that keeps the weights; eager or torch.compile) is timed in
+the same run, after warm-up steps, with the device synchronised; the table gives target tokens
+per second and the speed-up over float32 eager with explicit attention. Results are written
+after every configuration, so a run cut short keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from solutions import Transformer
+from solutions.data import batches_by_length, date_task, date_tokenizers, encode_date_pairs
+from solutions.training import label_smoothed_cross_entropy
+
+
+def make_model(src_vocab: int, tgt_vocab: int, device: str) -> Transformer:
+    torch.manual_seed(0)
+    return Transformer(src_vocab, tgt_vocab, d_model=256, num_heads=8, num_encoder_layers=4,
+                       num_decoder_layers=4, d_ff=1024, dropout=0.1, max_len=64).to(device)
+
+
+def measure(device: str, dtype: str, attention: str, compiled: bool, batches, vocab,
+            steps: int, warmup: int) -> dict:
+    model = make_model(*vocab, device)
+    model.keep_attention_weights(attention == "explicit")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
+    forward = torch.compile(model) if compiled else model
+    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16,
+                              enabled=dtype == "bfloat16")
+
+    def step(batch) -> None:
+        with autocast:
+            logits = forward(batch.src, batch.tgt_in)
+            loss = label_smoothed_cross_entropy(logits.float(), batch.tgt_out, 0.1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    start = time.perf_counter()
+    for i in range(warmup):
+        step(batches[i % len(batches)])
+    sync()
+    warmup_s = time.perf_counter() - start
+    tokens = 0
+    start = time.perf_counter()
+    for i in range(steps):
+        batch = batches[(warmup + i) % len(batches)]
+        step(batch)
+        tokens += batch.num_tokens
+    sync()
+    elapsed = time.perf_counter() - start
+    return {"dtype": dtype, "attention": attention, "compile": compiled,
+            "tokens_per_s": tokens / elapsed, "ms_per_step": 1000 * elapsed / steps,
+            "warmup_s": warmup_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--only", default=None, help="e.g. bfloat16:fused: just that config")
+    parser.add_argument("--no-cudnn-attention", action="store_true",
+                        help="keep PyTorch's cuDNN attention kernel out (it rebuilds its plan for "
+                             "every new sequence length, which batching by length produces)")
+    args = parser.parse_args()
+    cuda = args.device == "cuda"
+    if args.no_cudnn_attention:
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    steps = args.steps or (30 if cuda else 5)
+    batch_size = args.batch_size or (512 if cuda else 64)
+    src_tok, tgt_tok = date_tokenizers()
+    pairs = encode_date_pairs(date_task(batch_size * (steps + 8), seed=0), src_tok, tgt_tok)
+    batches = [b.to(args.device) for b in batches_by_length(pairs, batch_size, seed=0)]
+    configs = [("float32", "explicit", False), ("float32", "fused", False),
+               ("bfloat16", "explicit", False), ("bfloat16", "fused", False)]
+    if not args.no_compile:
+        configs.append(("bfloat16", "fused", True))
+    if args.only:
+        configs = [c for c in configs if f"{c[0]}:{c[1]}" == args.only and not c[2]]
+    device_name = torch.cuda.get_device_name() if cuda else platform.processor() or "CPU"
+    result = {"device": device_name, "torch": torch.__version__, "batch_size": batch_size,
+              "cudnn_attention": not args.no_cudnn_attention,
+              "steps": steps, "threads": torch.get_num_threads(), "rows": []}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for dtype, attention, compiled in configs:
+        row = measure(args.device, dtype, attention, compiled, batches,
+                      (src_tok.vocab_size, tgt_tok.vocab_size), steps, warmup=3)
+        result["rows"].append(row)
+        args.out.write_text(json.dumps(result, indent=1))
+        print(f"{dtype:>9} {attention:>9} compile={compiled!s:<5} "
+              f"{row['tokens_per_s']:>12,.0f} tokens/s {row['ms_per_step']:8.1f} ms/step "
+              f"(warm-up {row['warmup_s']:.1f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Common mistakes and honest variants for chapter 7 (training)."""
+
+from . import Mistake, Variant
+
+LOSS_HEAD = '''
+def label_smoothed_cross_entropy(logits, target, smoothing=0.1, ignore_index=PAD):
+    """label smoothing"""
+    vocab = logits.shape[-1]
+    logits = logits.reshape(-1, vocab).float()
+    target = target.reshape(-1)
+    keep = target != ignore_index
+    log_probs = F.log_softmax(logits, dim=-1)
+'''
+
+STEP_HEAD = '''
+def train_step(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip=1.0,
+               amp=False, forward=None):
+    """one step"""
+    model.train()
+    logits = (forward or model)(batch.src, batch.tgt_in)
+    loss = label_smoothed_cross_entropy(logits, batch.tgt_out, smoothing)
+'''
+
+MISTAKES = [
+    Mistake("label_smoothed_cross_entropy", "label smoothing applied to padding", LOSS_HEAD + '''
+    nll = -log_probs.gather(1, target[:, None]).squeeze(1)
+    per_token = (1 - smoothing) * nll - smoothing * log_probs.mean(dim=-1)
+    return per_token.mean()
+''', "padding positions are averaged in"),
+    Mistake("label_smoothed_cross_entropy", "eps / (V - 1) on the wrong classes only", LOSS_HEAD + '''
+    nll = -log_probs.gather(1, target.masked_fill(~keep, 0)[:, None]).squeeze(1)
+    others = (log_probs.sum(-1) + nll) / (vocab - 1)
+    per_token = (1 - smoothing) * nll - smoothing * others
+    return per_token[keep].mean()
+''', "eps / V"),
+    Mistake("label_smoothed_cross_entropy", "divided by all positions", LOSS_HEAD + '''
+    nll = -log_probs.gather(1, target.masked_fill(~keep, 0)[:, None]).squeeze(1)
+    per_token = (1 - smoothing) * nll - smoothing * log_probs.mean(dim=-1)
+    return per_token.masked_fill(~keep, 0).sum() / target.numel()
+''', "not by all positions"),
+    Mistake("noam_lr", "max instead of min", '''
+def noam_lr(step, d_model, warmup_steps=4000, factor=1.0):
+    """schedule"""
+    return factor * d_model ** -0.5 * max(step ** -0.5, step * warmup_steps ** -1.5)
+''', "min, not max"),
+    Mistake("noam_lr", "warm-up exponent -0.5", '''
+def noam_lr(step, d_model, warmup_steps=4000, factor=1.0):
+    """schedule"""
+    return factor * d_model ** -0.5 * min(step ** -0.5, step * warmup_steps ** -0.5)
+''', "warmup_steps ** -1.5"),
+    Mistake("train_step", "no zero_grad: gradients pile up", STEP_HEAD + '''
+    loss.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.item()
+''', "zero the gradients"),
+    Mistake("train_step", "scheduler never stepped", STEP_HEAD + '''
+    optimizer.zero_grad()
+    loss.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.item()
+''', "scheduler.step()"),
+    Mistake("train_step", "clipping after the optimiser step", STEP_HEAD + '''
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scheduler is not None:
+        scheduler.step()
+    return loss.item()
+''', None),
+]
+
+VARIANTS = [
+    Variant("label_smoothed_cross_entropy", "one-hot target built with F.one_hot", '''
+import warnings
+def label_smoothed_cross_entropy(logits, target, smoothing=0.1, ignore_index=PAD):
+    """label smoothing"""
+    warnings.warn("using F.one_hot")
+    vocab = logits.shape[-1]
+    log_probs = torch.log_softmax(logits.reshape(-1, vocab).double(), dim=-1)
+    target = target.reshape(-1)
+    keep = target != ignore_index
+    q = (1 - smoothing) * F.one_hot(target.clamp(min=0), vocab).double() + smoothing / vocab
+    loss = -(q * log_probs).sum(-1)
+    return (loss[keep].sum() / keep.sum()).float()
+'''),
+    Variant("noam_lr", "written with if/else and math", '''
+def noam_lr(step, d_model, warmup_steps=4000, factor=1.0):
+    """schedule"""
+    if step < warmup_steps:
+        rate = step / warmup_steps ** 1.5
+    else:
+        rate = 1 / math.sqrt(step)
+    return factor * rate / math.sqrt(d_model)
+'''),
+    Variant("train_step", "zero_grad at the end, explicit clipping", '''
+def train_step(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip=1.0,
+               amp=False, forward=None):
+    """one step"""
+    model.train()
+    for p in model.parameters():
+        p.grad = None
+    logits = (forward or model)(batch.src, batch.tgt_in)
+    loss = label_smoothed_cross_entropy(logits, batch.tgt_out, smoothing)
+    loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()), max_norm=grad_clip)
+    optimizer.step()
+    if scheduler:
+        scheduler.step()
+    return float(loss)
+'''),
+]
