@@ -30,7 +30,20 @@ from .layers import (
     TokenEmbedding,
     sinusoidal_encoding,
 )
+from .lm import LanguageModel, sample_next_token
 from .model import Transformer
+from .training import (
+    LabelSmoothingLoss,
+    TrainConfig,
+    Trainer,
+    exact_match,
+    label_smoothed_cross_entropy,
+    make_optimizer,
+    noam_lr,
+    pick_device,
+    train_step,
+    warmup_inverse_sqrt_schedule,
+)
 
 __all__ = [
     "KVCache",
@@ -57,4 +70,16 @@ __all__ = [
     "TokenEmbedding",
     "sinusoidal_encoding",
     "Transformer",
+    "LanguageModel",
+    "sample_next_token",
+    "LabelSmoothingLoss",
+    "TrainConfig",
+    "Trainer",
+    "exact_match",
+    "label_smoothed_cross_entropy",
+    "make_optimizer",
+    "noam_lr",
+    "pick_device",
+    "train_step",
+    "warmup_inverse_sqrt_schedule",
 ]

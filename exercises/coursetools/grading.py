@@ -252,19 +252,17 @@ def grade_code(cells: list[str], names: list[str], secret: bytes, context: str,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     verdict.wall_s = round(time.monotonic() - start, 2)
-    if verdict.flags:
-        for name in names:
-            if any("solutions" in f for f in verdict.flags):
-                verdict.exercises[name] = _zero_if_uses_solutions(verdict.exercises[name], cells,
-                                                                  name)
+    importing = [source for source in cells if SOLUTIONS_IMPORT.search(source)]
+    for name in names:
+        if any(_defines(source, name.split(".")[0]) for source in importing):
+            verdict.exercises[name] = ExerciseVerdict(
+                name, False, f"{name}: the cell that defines it imports the reference package "
+                "`solutions`, which is not allowed.")
     return verdict
 
 
-def _zero_if_uses_solutions(v: ExerciseVerdict, cells: list[str], name: str) -> ExerciseVerdict:
-    """An exercise whose definition sits in a cell that imports `solutions` scores zero."""
-    owner = name.split(".")[0]
-    for source in cells:
-        if SOLUTIONS_IMPORT.search(source) and re.search(rf"\b{re.escape(owner)}\b", source):
-            return ExerciseVerdict(name, False, f"{name}: the cell that defines it imports the "
-                                   "reference package `solutions`, which is not allowed.")
-    return v
+def _defines(source: str, owner: str) -> bool:
+    """Whether a cell defines, assigns or imports the name ``owner``."""
+    name = re.escape(owner)
+    return bool(re.search(rf"^\s*(def|class)\s+{name}\b|^\s*{name}\s*=|^\s*(from|import)\b.*\b{name}\b",
+                          source, re.MULTILINE))

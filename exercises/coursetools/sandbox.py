@@ -548,17 +548,20 @@ def build_command(
         *_system_binds(),
         "--ro-bind", str(runner_dir / "passwd"), "/etc/passwd",
         "--ro-bind", str(runner_dir / "group"), "/etc/group",
-        *_parent_dirs(sys.base_prefix), "--ro-bind", sys.base_prefix, sys.base_prefix,
-        *_parent_dirs(sys.prefix), "--ro-bind", sys.prefix, sys.prefix,
         "--proc", "/proc",
         "--dev", "/dev",
-        # folders bwrap creates as root are 0700 unless told otherwise
-        "--perms", "0755", "--dir", SANDBOX_ROOT,
-        "--perms", "0755", "--dir", LIB,
+        # The empty, writable folders come first: bwrap applies options in order, and the
+        # Python installation bound below may itself live under /tmp or /home (a CI checkout in
+        # /tmp/x has its venv in /tmp/x/.venv), which a later tmpfs would hide.
+        # Folders bwrap creates as root are 0700 unless told otherwise.
         "--perms", "0755", "--dir", "/home",
         "--perms", "1777", "--size", str(limits.tmpfs_bytes), "--tmpfs", "/tmp",
         "--perms", "1777", "--size", small_tmpfs, "--tmpfs", "/dev/shm",
         "--perms", "1777", "--size", small_tmpfs, "--tmpfs", HOME,
+        *_parent_dirs(sys.base_prefix), "--ro-bind", sys.base_prefix, sys.base_prefix,
+        *_parent_dirs(sys.prefix), "--ro-bind", sys.prefix, sys.prefix,
+        "--perms", "0755", "--dir", SANDBOX_ROOT,
+        "--perms", "0755", "--dir", LIB,
         "--ro-bind", str(runner_dir), RUNNER_DIR,
         "--bind", str(workdir), WORK,
     ]  # fmt: skip
