@@ -73,6 +73,8 @@ def main() -> None:
         sandbox = [json.loads(p.read_text())[args.assignment]["wall_s"]
                    for p in (root / "reports").glob(f"*/{args.assignment}.json")]
     scores = [r.score for r in rows]
+    for phase, seconds in course.LAST_TIMINGS.items():
+        print(f"{'  ' + phase + ' (s)':<34}{seconds:.1f}")
     print(f"{'submissions':<34}{len(rows)}")
     print(f"{'jobs':<34}{args.jobs}")
     print(f"{'total wall time (s)':<34}{total:.1f}")

@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ from .spec import ASSIGNMENTS
 from .verdicts import drop_foreign_grade_cells, grade_notebook, is_test_cell, report_path
 
 EXERCISES_DIR = SOURCE_DIR.parent
+
+#: Seconds spent in each phase of the last :func:`grade` (for scripts/bench_grading.py).
+LAST_TIMINGS: dict[str, float] = {}
 
 
 def nbgrader_api(root: Path):
@@ -167,6 +171,7 @@ def grade(root: Path = EXERCISES_DIR, jobs: int = 2, assignments: list[str] | No
     pairs = sorted((d.parent.name, d.name) for d in (root / "submitted").glob("*/*")
                    if d.is_dir() and d.name in wanted)
 
+    clock = time.monotonic()
     checked = {pair: precheck(root, *pair) for pair in pairs}
 
     def ahead(pair):  # fill the verdict cache in parallel: nbgrader's pass is sequential
@@ -176,13 +181,18 @@ def grade(root: Path = EXERCISES_DIR, jobs: int = 2, assignments: list[str] | No
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         list(pool.map(ahead, pairs))
+    LAST_TIMINGS["sandboxed verdicts"] = time.monotonic() - clock
 
     # nbgrader's pass, one assignment at a time over all its students (one converter each:
     # much cheaper than one call per student). A submission nbgrader cannot read fails alone.
     log = {}
     for assignment in sorted({a for _, a in pairs}):
+        clock = time.monotonic()
         log[assignment] = api.autograde(assignment, "*", force=True, create=True)
+        LAST_TIMINGS["nbgrader autograde"] = time.monotonic() - clock
+        clock = time.monotonic()
         api.generate_feedback(assignment, None, force=True)
+        LAST_TIMINGS["nbgrader feedback"] = time.monotonic() - clock
     rows = []
     for student, assignment in pairs:
         nb, row = checked[(student, assignment)]
