@@ -100,6 +100,11 @@ L = "solutions.layers:"
 M = "solutions.model:"
 D = "solutions.decoding:"
 
+#: Chapters 1 and 2's code, provided from chapter 4 on.
+MULTI_HEAD_ATTENTION = [Provided(A + name) for name in (
+    "check_mask", "softmax", "scaled_dot_product_attention", "fused_attention", "split_heads",
+    "merge_heads", "KVCache", "MultiHeadAttention")]
+
 ASSIGNMENTS: list[Assignment] = [
     Assignment(
         name="ch01_attention",
@@ -168,14 +173,7 @@ ASSIGNMENTS: list[Assignment] = [
         intro="Assemble the encoder: feed-forward network, residual connections with layer "
               "norm (post-norm and pre-norm), the encoder layer and the stack.",
         items=[
-            Provided(A + "check_mask"),
-            Provided(A + "softmax"),
-            Provided(A + "scaled_dot_product_attention"),
-            Provided(A + "fused_attention"),
-            Provided(A + "split_heads"),
-            Provided(A + "merge_heads"),
-            Provided(A + "KVCache"),
-            Provided(A + "MultiHeadAttention"),
+            *MULTI_HEAD_ATTENTION,
             Provided(L + "ACTIVATIONS"),
             Exercise(L + "PositionwiseFeedForward.forward", 1,
                      "linear → activation → dropout → linear."),
@@ -195,14 +193,7 @@ ASSIGNMENTS: list[Assignment] = [
         intro="Masks that hide the future, cross-attention over the encoder's output, and "
               "the decoder stack.",
         items=[
-            Provided(A + "check_mask"),
-            Provided(A + "softmax"),
-            Provided(A + "scaled_dot_product_attention"),
-            Provided(A + "fused_attention"),
-            Provided(A + "split_heads"),
-            Provided(A + "merge_heads"),
-            Provided(A + "KVCache"),
-            Provided(A + "MultiHeadAttention"),
+            *MULTI_HEAD_ATTENTION,
             Provided(A + "padding_mask"),
             Provided(L + "ACTIVATIONS"),
             Provided(L + "PositionwiseFeedForward"),
