@@ -25,11 +25,23 @@ def randomize():
     return _randomize
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def single_thread():
-    """Run a test with one intra-op thread. On the small tensors of the unit tests, thread
-    start-up and contention cost more than they save (5-10x slower on a busy 2-core machine)."""
+    """Every test runs with one intra-op thread. On the small tensors of the tests, thread
+    start-up and contention cost more than they save (5-10x slower on a busy 2-core machine).
+    (`make test` also sets OMP_NUM_THREADS=1 for the processes the tests start.)"""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def released_course(tmp_path_factory):
+    """A course directory where nbgrader has released every assignment (about 30 s), made once
+    per session. Read it, or copy it before writing into it."""
+    from coursetools import course
+
+    root = tmp_path_factory.mktemp("released_course")
+    course.release(root)
+    return root

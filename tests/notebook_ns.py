@@ -17,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "exercises" / "source"
+RELEASE = ROOT / "exercises" / "release"
 
 
 _counter = itertools.count()
@@ -29,8 +30,10 @@ def _cells(assignment: str) -> tuple[tuple[str, str, dict], ...]:
                  for c in nb["cells"] if c["cell_type"] == "code")
 
 
-def solution_cell_ids(assignment: str) -> list[str]:
-    return [cell_id for cell_id, _, meta in _cells(assignment) if meta.get("solution")]
+def released_cell(assignment: str, cell_id: str) -> str:
+    """A cell as the students get it (from exercises/release/, made by nbgrader)."""
+    nb = json.loads((RELEASE / assignment / f"{assignment}.ipynb").read_text())
+    return next("".join(c["source"]) for c in nb["cells"] if c["id"] == cell_id)
 
 
 def namespace(assignment: str, replace: dict[str, str] | None = None) -> dict:

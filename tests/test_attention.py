@@ -21,8 +21,6 @@ from solutions import (
     split_heads,
 )
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 ATOL = RTOL = 1e-5
 SETTINGS = settings(max_examples=30, deadline=None)
 

@@ -11,7 +11,7 @@ import pytest
 from coursetools.spec import ASSIGNMENTS, Exercise
 
 import mistakes
-from notebook_ns import namespace
+from notebook_ns import namespace, released_cell
 
 EXERCISES = [(a.name, item) for a in ASSIGNMENTS for item in a.items if isinstance(item, Exercise)]
 ASSIGNMENT_OF = {ex.name: (name, ex) for name, ex in EXERCISES}
@@ -36,27 +36,10 @@ def test_reference_solution_passes_visible_and_hidden(assignment, exercise):
 
 @pytest.mark.parametrize("assignment,exercise", EXERCISES, ids=[e.name for _, e in EXERCISES])
 def test_blank_stub_fails_with_not_implemented(assignment, exercise):
-    source = namespace.__globals__["_cells"](assignment)
-    cell = next(src for cid, src, meta in source if cid == exercise.owner_id)
-    blank = _blank(cell)
+    blank = released_cell(assignment, exercise.owner_id)  # what nbgrader gives students
     ns = namespace(assignment, {exercise.owner_id: blank})
     with pytest.raises(AssertionError, match="not implemented yet"):
         ns["check"](exercise.name, ns[exercise.name.split(".")[0]], quiet=True)
-
-
-def _blank(cell: str) -> str:
-    """What nbgrader's release makes of a solution cell."""
-    out, skipping = [], False
-    for line in cell.splitlines():
-        if line.strip() == "### BEGIN SOLUTION":
-            indent = line[: len(line) - len(line.lstrip())]
-            out += [f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError()"]
-            skipping = True
-        elif line.strip() == "### END SOLUTION":
-            skipping = False
-        elif not skipping:
-            out.append(line)
-    return "\n".join(out)
 
 
 @pytest.mark.parametrize("mistake", MISTAKES, ids=[f"{m.exercise}:{m.description}" for m in MISTAKES])

@@ -10,8 +10,6 @@ import solutions.decoding as decoding
 from solutions import Transformer, beam_search, greedy_decode, length_penalty
 from solutions.data import BOS, EOS, PAD
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 V = 12
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from coursetools import build, course
+from coursetools import build
 from coursetools.spec import ASSIGNMENTS, Exercise
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,10 +30,8 @@ def test_at_least_25_graded_functions_in_chapter_order():
 
 
 @pytest.fixture(scope="module")
-def fresh_release(tmp_path_factory):
-    root = tmp_path_factory.mktemp("course")
-    course.release(root)
-    return root / "release"
+def fresh_release(released_course):
+    return released_course / "release"
 
 
 @pytest.mark.slow

@@ -70,9 +70,9 @@ def _variant_students():
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    root = tmp_path_factory.mktemp("course")
-    course.release(root)
+def graded(tmp_path_factory, released_course):
+    root = tmp_path_factory.mktemp("graded") / "course"
+    shutil.copytree(released_course, root)
     for a in ASSIGNMENTS:
         submit(root, "blank", a.name, json.loads(
             (RELEASE / a.name / f"{a.name}.ipynb").read_text()))

@@ -23,8 +23,6 @@ from solutions import (
     sinusoidal_encoding,
 )
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 ATOL = RTOL = 1e-5
 
 

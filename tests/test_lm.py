@@ -19,8 +19,6 @@ from solutions.lm import (
     train_language_model,
 )
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 V = 11
 
 

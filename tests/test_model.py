@@ -7,8 +7,6 @@ import torch
 
 from solutions import Transformer
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 PAD = 0
 
 

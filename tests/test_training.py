@@ -25,15 +25,6 @@ from solutions.training import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; several threads crawl on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(dropout: float = 0.0, seed: int = 0) -> Transformer:
     torch.manual_seed(seed)
     return Transformer(11, 11, d_model=32, num_heads=4, num_encoder_layers=1,
