@@ -11,11 +11,24 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Exercise:
-    """One graded function or method: ``target`` is 'module:function' or 'module:Class.method'."""
+    """One graded function or method: ``target`` is 'module:function' or 'module:Class.method'.
+
+    What the notebook says about it: ``intro`` (what to build, the rules), ``why`` (why it
+    matters), ``section`` (the anchor of the book's section that explains it, on the chapter's
+    page), ``shapes`` (inputs and outputs), ``example`` (a few lines of code whose last line is
+    an expression: the notebook shows them with the output the reference gives, computed when
+    the notebook is generated), ``hints`` (unfolded one at a time, from the idea towards the
+    method, never the line to write).
+    """
 
     target: str
     points: int
     intro: str
+    why: str = ""
+    section: str = ""
+    shapes: str = ""
+    example: str = ""
+    hints: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -64,7 +77,13 @@ class Assignment:
     outro: str = ""
 
 
+#: Where the book is published, for the notebooks' links to its sections. Relative to a
+#: notebook in exercises/release/<assignment>/ when the book was built in the repository
+#: (`make book`); a course that publishes the book sets its address here and rebuilds.
+BOOK_URL = "../../_build/html/"
+
 SETUP_CODE = """\
+#@title Setup: run this cell first (imports, and the checks of this notebook)
 from __future__ import annotations
 
 import copy
@@ -75,21 +94,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from checks import check  # the tests below; each says exactly what is wrong
-
 torch.manual_seed(0)
 """
 
 STUDENT_INSTRUCTIONS = """\
-**How to work.** Run the cells from the top. In each exercise cell, replace
-`raise NotImplementedError()` with your code, keeping the function's name and signature; then run
-the test cell below it. A failing test says what is wrong (expected against received shape,
-the largest error, and a hint at the usual mistake). When every test passes, press **Validate**
-in the toolbar, save, and submit.
+**How to work.** You need Python with `torch` and `numpy` (and Jupyter, VS Code or Google
+Colab); this notebook needs no other file. Work on a copy of it. Run the cells from the top:
+the setup cell first. In each exercise cell, replace `raise NotImplementedError()` with your
+code, keeping the function's name and signature; run the test cell below it. A failing test
+says what is wrong: the case, expected against received, the largest error, and a hint at the
+idea you may have missed. Try things in the scratch cell under each test. When every test
+passes, press **Validate** (if your Jupyter has nbgrader), save, and hand in the `.ipynb` file
+(or submit it with `nbgrader submit` if your course uses nbgrader's exchange).
 
-Each test checks one exercise on its own: while it runs, the earlier exercises your code calls
-are replaced by PyTorch's versions, so one mistake costs points in one place only. Hidden tests
-with other shapes and edge cases run when your notebook is graded.
+**What is graded.** Each exercise is graded on the requirements its text states; the visible
+test checks every one of them. When your notebook is graded, hidden cases re-check the same
+requirements with other shapes and values, each exercise on its own (an earlier exercise that
+it calls is replaced by a correct version, so one mistake costs points in one place only), and
+each requirement is worth an equal share of the exercise's points. Calls that an exercise says
+not to use cost that exercise its points.
 
 **Mask convention**: a mask is a boolean tensor, **True where attention is allowed**, as in
 `torch.nn.functional.scaled_dot_product_attention`.
