@@ -73,8 +73,8 @@ def test_common_mistake_fails_the_visible_check_with_its_hint(mistake):
     ns = namespace(assignment, {exercise.owner_id: mistake.cell})
     with pytest.raises(AssertionError) as failure:
         ns["check"](mistake.exercise, _object(ns, mistake.exercise))
-    if mistake.hint:
-        assert mistake.hint in str(failure.value)
+    if mistake.hint:  # messages are wrapped for the notebook: compare words
+        assert " ".join(mistake.hint.split()) in " ".join(str(failure.value).split())
     with pytest.raises(AssertionError):  # and the grade takes the points
         _hidden(assignment, ns, mistake.exercise)
 

@@ -315,4 +315,48 @@ ASSIGNMENTS: list[Assignment] = [
                      "the loss as a Python float."),
         ],
     ),
+    Assignment(
+        name="ch08_lm",
+        title="Chapter 8 exercises: a decoder-only language model",
+        chapter="book/ch08_beyond",
+        intro="Turn the encoder stack into a GPT-style language model: sample the next token, "
+              "run the causal model with a key/value cache, generate text with it, and train "
+              "it with the shifted next-token loss.",
+        items=[
+            *MULTI_HEAD_ATTENTION,
+            Provided(A + "causal_mask"),
+            Provided(L + "ACTIVATIONS"),
+            Provided(L + "check_token_ids"),
+            Provided(L + "TokenEmbedding"),
+            Provided(L + "LearnedPositionalEncoding"),
+            Provided(L + "PositionwiseFeedForward"),
+            Provided(L + "Sublayer"),
+            Provided(L + "EncoderLayer"),
+            Provided(L + "Encoder"),
+            Exercise("solutions.lm:sample_next_token", 3,
+                     "Pick one token per row of next-token logits (B, V): `temperature=0` "
+                     "means greedy (the largest logit); otherwise divide the logits by the "
+                     "temperature, keep only the `top_k` largest of each row when `top_k` is "
+                     "given, and draw from the softmax with the `generator` you are given "
+                     "(so that a seed reproduces the draws)."),
+            Exercise("solutions.lm:LanguageModel.forward", 3,
+                     "Token ids (B, T) → logits (B, T, V): embed (the provided `TokenEmbedding` "
+                     "scales by √d_model), add learned positions, dropout, the causal layers, "
+                     "the final norm, the tied output head. With a `cache` (one `KVCache` per "
+                     "layer), `idx` holds only new tokens: they take the positions after the "
+                     "cached ones and attend to the cached keys too (run each layer's two "
+                     "sublayers yourself, giving its self-attention the layer's cache)."),
+            Exercise("solutions.lm:LanguageModel.generate", 3,
+                     "Append `max_new_tokens` tokens to each row, each drawn with "
+                     "`sample_next_token` from the last position's logits. Sample in eval "
+                     "mode and restore the model's mode afterwards. With `use_cache`, run the "
+                     "prompt once, then feed only the newest token at each step; when the text "
+                     "would outgrow `max_len`, fall back to re-reading the last `max_len` "
+                     "tokens."),
+            Exercise("solutions.lm:lm_loss", 2,
+                     "The next-token cross-entropy of `model` on windows `idx` (B, T + 1): the "
+                     "model reads `idx[:, :-1]`, position t is scored on token t + 1, averaged "
+                     "over every position, computed in float32 whatever the logits' dtype."),
+        ],
+    ),
 ]

@@ -217,6 +217,7 @@ def _frozen(checker: Checker) -> dict[str, Any]:
         "mistakes": [[(hint, outputs) for hint, outputs in checker.mistakes(case)]
                      for case in cases],
         "uses": list(checker.uses),
+        "advice": dict(checker.advice),
         "forbidden": list(checker.forbidden),
     }
 

@@ -61,6 +61,8 @@ class Checker:
     name: str = ""
     uses: tuple[str, ...] = ()
     forbidden: tuple[str, ...] = ()
+    #: requirement -> what to think about when a case of it fails and no known mistake matches
+    advice: dict[str, str] = {}
     atol: float = 1e-5
     rtol: float = 1e-4
 
@@ -93,9 +95,9 @@ class Checker:
     def hint(self, case: dict[str, Any], got: dict[str, Any]) -> str | None:
         """A guess at the mistake behind a wrong answer, or None."""
         for hint, outputs in self.mistakes(case):
-            if matches(got, outputs):
+            if matches(got, outputs, self.atol):
                 return hint
-        return self.symptom(case, got)
+        return self.symptom(case, got) or self.advice.get(requirement_of(case))
 
     def describe(self, case: dict[str, Any]) -> str:
         """A short description of a case for messages."""

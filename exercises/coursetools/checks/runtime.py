@@ -179,9 +179,10 @@ def close_to(got: Any, expected: Any, atol: float = 1e-4) -> bool:
                 got.detach().double(), expected.double(), atol=atol, equal_nan=True))))
 
 
-def matches(got: dict[str, Any], outputs: dict[str, Any]) -> bool:
+def matches(got: dict[str, Any], outputs: dict[str, Any], atol: float = 1e-4) -> bool:
     """Whether every output of a known mistake is what came back."""
-    return bool(outputs) and all(close_to(got.get(key), value) for key, value in outputs.items())
+    return bool(outputs) and all(close_to(got.get(key), value, max(atol, 1e-4))
+                                 for key, value in outputs.items())
 
 
 class Missing:
@@ -436,12 +437,15 @@ def first_failure(name: str, obj: Any, callers: dict, data: dict) -> str | None:
             return failure_message(name, number, len(cases), case, [problem], None)
         problems = compare_outputs(got, expected, caller.atol, caller.rtol)
         if problems:
-            hint = next((h for h, outputs in mistakes if matches(got, outputs)), None)
+            hint = next((h for h, outputs in mistakes if matches(got, outputs, caller.atol)),
+                        None)
             if hint is None and hasattr(caller, "symptom"):
                 try:
                     hint = caller.symptom(case, got)
                 except Exception:  # a hint must never hide the verdict
                     hint = None
+            if hint is None:
+                hint = entry.get("advice", {}).get(requirement_of(case))
             return failure_message(name, number, len(cases), case, problems, hint)
     return None
 
