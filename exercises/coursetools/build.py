@@ -25,6 +25,7 @@ import torch
 
 from . import student
 from .checks import CHECKERS
+from .content import TEACHING, Teaching
 from .spec import (
     ASSIGNMENTS,
     BOOK_URL,
@@ -37,6 +38,7 @@ from .spec import (
 
 EXERCISES_DIR = Path(__file__).resolve().parent.parent
 SOURCE_DIR = EXERCISES_DIR / "source"
+RELEASE_DIR = EXERCISES_DIR / "release"
 
 #: Methods the package's classes have for the book and the tests (loading PyTorch's modules'
 #: weights) that no exercise needs: notebooks leave them out, with the helpers they call.
@@ -168,11 +170,11 @@ def _group(items: list) -> list[list]:
     return groups
 
 
-def run_example(exercise: Exercise) -> str:
+def run_example(exercise: Exercise, example: str) -> str:
     """The worked example's code, and what the reference prints for its last line."""
     module, _ = _resolve(exercise.target)
     namespace = dict(vars(module))
-    code = textwrap.dedent(exercise.example).strip()
+    code = textwrap.dedent(example).strip()
     tree = ast.parse(code)
     *body, last = tree.body
     if not isinstance(last, ast.Expr):
@@ -186,9 +188,9 @@ def run_example(exercise: Exercise) -> str:
         if body else f"{shown}\n{value!r}"
 
 
-def book_link(assignment: Assignment, exercise: Exercise | None = None) -> str:
+def book_link(assignment: Assignment, section: str = "") -> str:
     page = f"{BOOK_URL}{assignment.chapter}.html"
-    return f"{page}#{exercise.section}" if exercise is not None and exercise.section else page
+    return f"{page}#{section}" if section else page
 
 
 def _hints(hints: tuple[str, ...]) -> str:
@@ -202,30 +204,38 @@ def _hints(hints: tuple[str, ...]) -> str:
 
 def exercise_markdown(assignment: Assignment, number: str, exercise: Exercise) -> str:
     checker = CHECKERS[exercise.name]
+    teaching = TEACHING.get(exercise.name, Teaching())
     parts = [f"## Exercise {number}: `{exercise.name}` ({_points(exercise.points)})",
              exercise.intro.strip()]
-    if exercise.why:
-        parts.append(f"**Why it matters.** {exercise.why.strip()}")
-    if exercise.section:
+    if teaching.why:
+        parts.append(f"**Why it matters.** {teaching.why.strip()}")
+    if teaching.section:
         parts.append(f"**In the book:** [{assignment.chapter.split('/')[-1]}, "
-                     f"section `{exercise.section}`]({book_link(assignment, exercise)}).")
-    if exercise.shapes:
-        parts.append(f"**Shapes.** {exercise.shapes.strip()}")
+                     f"section `{teaching.section}`]({book_link(assignment, teaching.section)}).")
+    if teaching.shapes:
+        parts.append(f"**Shapes.** {teaching.shapes.strip()}")
     if checker.forbidden:
         names = ", ".join(f"`{name}`" for name in checker.forbidden)
         parts.append(f"**Not allowed here** (the point is to build it): {names}.")
     requirements = "; ".join(checker.requirements())
     parts.append(f"**What the test checks** (each an equal share of the points): "
                  f"{requirements}.")
-    if exercise.example:
+    if teaching.example:
         parts.append("**Example** (what the reference gives):\n\n```python\n"
-                     f"{run_example(exercise)}\n```")
-    if exercise.hints:
-        parts.append(_hints(exercise.hints))
+                     f"{run_example(exercise, teaching.example)}\n```")
+    if teaching.hints:
+        parts.append(_hints(teaching.hints))
     return "\n\n".join(parts)
 
 
 SCRATCH = "# Scratch space: try your code here (this cell is not graded).\n"
+
+
+def exercise_numbers(assignment: Assignment) -> dict[str, str]:
+    """'softmax' -> '1.1': chapter number, then the exercise's rank in the notebook."""
+    chapter = int(assignment.name[2:4])
+    exercises = [item for item in assignment.items if isinstance(item, Exercise)]
+    return {ex.name: f"{chapter}.{i}" for i, ex in enumerate(exercises, 1)}
 
 
 def build_notebook(assignment: Assignment) -> nbformat.NotebookNode:
@@ -236,8 +246,7 @@ def build_notebook(assignment: Assignment) -> nbformat.NotebookNode:
         "language_info": {"name": "python"},
     }
     exercises = [item for item in assignment.items if isinstance(item, Exercise)]
-    chapter = int(assignment.name[2:4])
-    numbers = {ex.name: f"{chapter}.{i}" for i, ex in enumerate(exercises, 1)}
+    numbers = exercise_numbers(assignment)
     table = "\n".join(f"| {numbers[ex.name]} | `{ex.name}` | {ex.points} |" for ex in exercises)
     total = sum(ex.points for ex in exercises)
     setup = _code("setup", student.setup_cell_code(assignment, SETUP_CODE), locked=True)

@@ -11,24 +11,13 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Exercise:
-    """One graded function or method: ``target`` is 'module:function' or 'module:Class.method'.
-
-    What the notebook says about it: ``intro`` (what to build, the rules), ``why`` (why it
-    matters), ``section`` (the anchor of the book's section that explains it, on the chapter's
-    page), ``shapes`` (inputs and outputs), ``example`` (a few lines of code whose last line is
-    an expression: the notebook shows them with the output the reference gives, computed when
-    the notebook is generated), ``hints`` (unfolded one at a time, from the idea towards the
-    method, never the line to write).
-    """
+    """One graded function or method: ``target`` is 'module:function' or 'module:Class.method';
+    ``intro`` says what to build and its rules (the teaching around it is in
+    :mod:`coursetools.content`)."""
 
     target: str
     points: int
     intro: str
-    why: str = ""
-    section: str = ""
-    shapes: str = ""
-    example: str = ""
-    hints: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
