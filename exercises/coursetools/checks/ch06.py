@@ -280,15 +280,15 @@ class EncodeChecker(Checker):
 
     def cases(self, gen, hidden):
         cases = [
-            {"requirement": EN_VALUES, **model_case(gen, d=8),
+            {"requirement": EN_VALUES, **model_case(gen),
              "src": tokens_with_padding(gen, 2, 6, 12, 0)},
-            {"requirement": EN_MASK, **model_case(gen, d=8, enc_layers=2, norm_first=True,
+            {"requirement": EN_MASK, **model_case(gen, enc_layers=2, norm_first=True,
                                                   final_norm=True, positional="learned"),
              "src": tokens_with_padding(gen, 3, 5, 12, 0),
              "src_mask": random_mask(gen, (3, 1, 1, 5), p_allowed=0.6)},
-            {"requirement": EN_DROPOUT, **model_case(gen, d=8), "dropout": 1.0, "train": True,
+            {"requirement": EN_DROPOUT, **model_case(gen), "dropout": 1.0, "train": True,
              "src": tokens_with_padding(gen, 2, 5, 12, 0)},
-            {"requirement": EN_DROPOUT, **model_case(gen, d=8), "dropout": 1.0, "train": False,
+            {"requirement": EN_DROPOUT, **model_case(gen), "dropout": 1.0, "train": False,
              "src": tokens_with_padding(gen, 2, 5, 12, 0)},
         ]
         if hidden:
@@ -395,12 +395,12 @@ class DecodeChecker(Checker):
 
     def cases(self, gen, hidden):
         cases = [
-            self._case(gen, DE_VALUES, "full", 2, 5, 4, d=8),
-            self._case(gen, DE_CACHE, "cached", 2, 5, 6, d=8, norm_first=True,
+            self._case(gen, DE_VALUES, "full", 2, 5, 4),
+            self._case(gen, DE_CACHE, "cached", 2, 5, 6, norm_first=True,
                        final_norm=True),
-            self._case(gen, DE_GIVEN, "explicit", 2, 4, 3, d=8),
-            self._case(gen, DE_DROPOUT, "full", 2, 4, 3, d=8, dropout=1.0, train=True),
-            self._case(gen, DE_DROPOUT, "full", 2, 4, 3, d=8, dropout=1.0, train=False),
+            self._case(gen, DE_GIVEN, "explicit", 2, 4, 3),
+            self._case(gen, DE_DROPOUT, "full", 2, 4, 3, dropout=1.0, train=True),
+            self._case(gen, DE_DROPOUT, "full", 2, 4, 3, dropout=1.0, train=False),
         ]
         if hidden:
             no_memory_mask = self._case(gen, DE_VALUES, "full", 3, 4, 4, positional="learned",
@@ -520,7 +520,7 @@ class ForwardChecker(Checker):
     forbidden = TRANSFORMER_CALLS
 
     def cases(self, gen, hidden):
-        cases = [{"requirement": FW_VALUES, **model_case(gen, d=8),
+        cases = [{"requirement": FW_VALUES, **model_case(gen),
                   "src": tokens_with_padding(gen, 2, 6, 12, 0),
                   "tgt": tokens_with_padding(gen, 2, 5, 12, 0)}]
         if hidden:
@@ -645,11 +645,14 @@ class GreedyChecker(Checker):
 
     def cases(self, gen, hidden):
         cases = [
-            self._case(gen, GR_STOP, 3, 5, 8, d=8, want="all_end"),
-            self._case(gen, GR_PAD, 2, 4, 6, d=8, use_cache=False, want="mixed"),
+            self._case(gen, GR_STOP, 3, 5, 8, want="all_end"),
+            self._case(gen, GR_PAD, 2, 4, 6, use_cache=False, want="mixed"),
             # PAD and BOS get the highest bias: they must still never be chosen.
-            self._case(gen, GR_NEVER, 2, 5, 5, d=8, boost={0: 3.0, BOS: 3.0}),
-            self._case(gen, GR_EVAL, 2, 4, 5, d=8, want="mixed", train=True),
+            self._case(gen, GR_NEVER, 2, 5, 5, boost={0: 3.0, BOS: 3.0}),
+            # Pre-norm, no final norm: with every activation dropped the logits are the
+            # output bias (carried as is), whose best token is 4, never EOS.
+            self._case(gen, GR_EVAL, 2, 4, 5, norm_first=True, final_norm=False,
+                       boost={4: 0.8, EOS: 0.3}, train=True),
         ]
         if hidden:
             cases += [
@@ -660,7 +663,8 @@ class GreedyChecker(Checker):
                            eos_id=3, want="all_end"),
                 self._case(gen, GR_STOP, 2, 5, 6, boost={EOS: 8.0}),
                 self._case(gen, GR_NEVER, 3, 4, 6, boost={0: 4.0, BOS: 2.0}, use_cache=False),
-                self._case(gen, GR_EVAL, 3, 5, 7, use_cache=False, want="mixed", train=True),
+                self._case(gen, GR_EVAL, 3, 5, 7, use_cache=False, norm_first=True,
+                           final_norm=False, boost={5: 0.8, EOS: 0.3}, train=True),
             ]
         return cases
 
