@@ -282,15 +282,18 @@ ASSIGNMENTS: list[Assignment] = [
             Exercise(M + "Transformer.encode", 2,
                      "Source ids → memory: embed (scaled by √d_model), add the positional "
                      "encoding, dropout, then the encoder with the source padding mask "
-                     "(`self.src_mask(src)` unless a mask is given)."),
+                     "(`self.src_mask(src)` unless a mask is given). Dropout acts in training mode "
+                     "only. Do not use PyTorch's `nn.Transformer*` modules."),
             Exercise(M + "Transformer.decode", 2,
                      "Target ids → logits: embed, add positions starting at `offset` (the "
                      "number of positions already in the cache, 0 without one), dropout, the "
                      "decoder (with `self.tgt_mask(tgt)` when neither a mask nor a cache is "
-                     "given), then the output projection `self.generator`."),
+                     "given), then the output projection `self.generator`. Dropout acts in "
+                     "training mode only. Do not use PyTorch's `nn.Transformer*` modules."),
             Exercise(M + "Transformer.forward", 1,
                      "Teacher forcing: encode the source, then decode the whole target with the "
-                     "source padding mask as the memory mask."),
+                     "source padding mask as the memory mask. Do not use PyTorch's "
+                     "`nn.Transformer*` modules."),
             Provided(D + "_Stepper"),
             Exercise(D + "greedy_decode", 3,
                      "Start every sequence with BOS and append the most likely next token, "
