@@ -157,8 +157,11 @@ ASSIGNMENTS: list[Assignment] = [
                      "The inverse of `split_heads`: (B, H, L, Dh) → (B, L, H·Dh)."),
             Exercise(A + "MultiHeadAttention.forward", 3,
                      "Project, split into heads, attend (explicitly when `keep_weights` is set, "
-                     "keeping the weights in `last_weights`; otherwise with `fused_attention`), "
-                     "merge the heads and project out. The key/value cache is used only when "
+                     "keeping the weights in `last_weights`; otherwise with `fused_attention`, "
+                     "setting `last_weights` to None), merge the heads and project out. In "
+                     "training mode the attention drops weights with probability "
+                     "`self.dropout`; in eval mode it uses no dropout. Do not use "
+                     "`nn.MultiheadAttention`. The key/value cache is used only when "
                      "decoding; the test passes `cache=None`."),
         ],
     ),
@@ -173,9 +176,11 @@ ASSIGNMENTS: list[Assignment] = [
                      "Look the tokens up and scale by √d_model."),
             Exercise(L + "sinusoidal_encoding", 2,
                      "The paper's sinusoidal table: sines in even columns, cosines in odd "
-                     "columns, wavelengths from 2π to 10000·2π."),
+                     "columns, wavelengths from 2π to 10000·2π, as a float32 table, for any "
+                     "`d_model`, even or odd (an odd width ends with a sine column)."),
             Exercise(L + "SinusoidalPositionalEncoding.forward", 1,
-                     "Add the encodings of positions `offset` to `offset + L − 1`."),
+                     "Add the encodings of positions `offset` to `offset + L − 1`, keeping x's "
+                     "dtype (a bfloat16 input gives a bfloat16 output)."),
         ],
     ),
     Assignment(
@@ -188,14 +193,17 @@ ASSIGNMENTS: list[Assignment] = [
             *MULTI_HEAD_ATTENTION,
             Provided(L + "ACTIVATIONS"),
             Exercise(L + "PositionwiseFeedForward.forward", 1,
-                     "linear → activation → dropout → linear."),
+                     "linear → activation → dropout → linear (dropout only in training mode)."),
             Exercise(L + "Sublayer.forward", 2,
                      "A residual connection with layer norm, post-norm (the paper) or pre-norm "
-                     "depending on `norm_first`."),
+                     "depending on `norm_first`, with dropout on the sublayer's output "
+                     "before it is added (in training mode only)."),
             Exercise(L + "EncoderLayer.forward", 2,
-                     "Self-attention sublayer, then feed-forward sublayer."),
+                     "Self-attention sublayer, then feed-forward sublayer. Do not use PyTorch's "
+                     "`nn.Transformer*` layers."),
             Exercise(L + "Encoder.forward", 1,
-                     "Run the layers in order, then the final norm if there is one."),
+                     "Run the layers in order, then the final norm if there is one. Do not use "
+                     "PyTorch's `nn.Transformer*` modules."),
         ],
     ),
     Assignment(
@@ -211,16 +219,20 @@ ASSIGNMENTS: list[Assignment] = [
             Provided(L + "PositionwiseFeedForward"),
             Provided(L + "Sublayer"),
             Exercise(A + "causal_mask", 1,
-                     "Position i may attend to positions 0 … i (True on and below the diagonal)."),
+                     "Position i may attend to positions 0 … i (True on and below the diagonal), "
+                     "built on `device` when one is given."),
             Exercise(A + "target_mask", 1,
-                     "The decoder's self-attention mask: causal AND hiding padding keys."),
+                     "The decoder's self-attention mask: causal AND hiding padding keys, on the "
+                     "tokens' device."),
             Exercise(L + "DecoderLayer.forward", 3,
                      "Masked self-attention, cross-attention over `memory`, feed-forward; each "
                      "in a residual sublayer. Pass `cache` pieces on to the attention layers "
-                     "(self-attention appends, cross-attention uses `static_kv=True`)."),
+                     "(self-attention appends, cross-attention uses `static_kv=True`). Do not use "
+                     "PyTorch's `nn.Transformer*` layers."),
             Exercise(L + "Decoder.forward", 1,
                      "Run the layers (with layer i's cache pair when a cache is given), then the "
-                     "final norm if there is one."),
+                     "final norm if there is one. Do not use PyTorch's `nn.Transformer*` "
+                     "modules."),
         ],
     ),
     Assignment(
@@ -259,21 +271,25 @@ ASSIGNMENTS: list[Assignment] = [
             Exercise(M + "Transformer.encode", 2,
                      "Source ids → memory: embed (scaled by √d_model), add the positional "
                      "encoding, dropout, then the encoder with the source padding mask "
-                     "(`self.src_mask(src)` unless a mask is given)."),
+                     "(`self.src_mask(src)` unless a mask is given). Dropout acts in training mode "
+                     "only. Do not use PyTorch's `nn.Transformer*` modules."),
             Exercise(M + "Transformer.decode", 2,
                      "Target ids → logits: embed, add positions starting at `offset` (the "
                      "number of positions already in the cache, 0 without one), dropout, the "
                      "decoder (with `self.tgt_mask(tgt)` when neither a mask nor a cache is "
-                     "given), then the output projection `self.generator`."),
+                     "given), then the output projection `self.generator`. Dropout acts in "
+                     "training mode only. Do not use PyTorch's `nn.Transformer*` modules."),
             Exercise(M + "Transformer.forward", 1,
                      "Teacher forcing: encode the source, then decode the whole target with the "
-                     "source padding mask as the memory mask."),
+                     "source padding mask as the memory mask. Do not use PyTorch's "
+                     "`nn.Transformer*` modules."),
             Provided(D + "_Stepper"),
             Exercise(D + "greedy_decode", 3,
                      "Start every sequence with BOS and append the most likely next token, "
                      "`max_len` times at most (`_Stepper` gives the next token's log-probs, with "
                      "PAD and BOS forbidden). After a sequence's EOS append PAD; stop as soon as "
-                     "every sequence has produced EOS."),
+                     "every sequence has produced EOS. Decode with the model in eval mode (no "
+                     "dropout), whatever mode it was given in."),
             Exercise(D + "length_penalty", 1,
                      "GNMT's length penalty ((5 + length) / 6) ** alpha, as a float tensor."),
             Exercise(D + "beam_step", 3,
@@ -294,12 +310,14 @@ ASSIGNMENTS: list[Assignment] = [
             Exercise("solutions.training:label_smoothed_cross_entropy", 3,
                      "Cross-entropy against the smoothed target (1 − ε)·one_hot + ε/V, averaged "
                      "over the tokens that are not padding. Padding positions count for nothing "
-                     "at all: not in the sum, not in the count, and they get no smoothing."),
+                     "at all: not in the sum, not in the count, and they get no smoothing; a batch of only padding gives 0, not NaN. The loss is "
+                     "float32 even for bfloat16 logits. Do not use PyTorch's `label_smoothing`."),
             Exercise("solutions.training:noam_lr", 2,
                      "The paper's formula 3: a linear warm-up for `warmup_steps` steps, then a "
                      "decay like 1/√step, scaled by d_model^−0.5 and `factor`."),
             Exercise("solutions.training:train_step", 3,
-                     "One optimiser step: forward, label-smoothed loss, fresh gradients, "
+                     "One optimiser step, with the model in training mode: forward, "
+                     "label-smoothed loss, fresh gradients, "
                      "clip the gradient norm, step the optimiser, then the scheduler. Return "
                      "the loss as a Python float."),
         ],

@@ -48,7 +48,7 @@ def split_heads(x, num_heads):
     """split"""
     batch, length, d_model = x.shape
     return x.view(batch, length, num_heads, d_model // num_heads)
-''', "transpose(1, 2)"),
+''', "head axis must come before"),
     Mistake("merge_heads", "reshape without transpose (heads merged in the wrong order)", '''
 def merge_heads(x):
     """merge"""
@@ -109,7 +109,7 @@ def merge_heads(x):
         weights = softmax(scores, dim=-1)
         self.last_weights = weights if self.keep_weights else None
         return self.out_proj(merge_heads(weights @ v))
-'''), "sqrt(d_model / num_heads)"),
+'''), "one head's width"),
     Mistake("MultiHeadAttention.forward", "values projected from the key", mha('''
         q = split_heads(self.q_proj(query), self.num_heads)
         k = split_heads(self.k_proj(key), self.num_heads)
@@ -166,7 +166,8 @@ def merge_heads(x):
                 scores = scores.masked_fill(~allowed, float("-inf"))
             w = torch.softmax(scores, dim=-1).nan_to_num(0.0)
             weights.append(w)
-            outs.append(torch.einsum("bqk,bkd->bqd", w, v))
+            dropped = F.dropout(w, self.dropout, training=self.training)
+            outs.append(torch.einsum("bqk,bkd->bqd", dropped, v))
         self.last_weights = torch.stack(weights, dim=1).float() if self.keep_weights else None
         return self.out_proj(torch.cat(outs, dim=-1).float())
 ''')),
@@ -176,11 +177,110 @@ def merge_heads(x):
         v = split_heads(self.v_proj(value), self.num_heads)
         if cache is not None:
             k, v = cache.append(k, v)
+        p = self.dropout if self.training else 0.0
         if self.keep_weights:
-            out, self.last_weights = scaled_dot_product_attention(q, k, v, mask)
+            out, self.last_weights = scaled_dot_product_attention(q, k, v, mask, p)
         else:
-            out = fused_attention(q, k, v, mask)
+            out = fused_attention(q, k, v, mask, dropout_p=p)
             self.last_weights = None
         return self.out_proj(merge_heads(out))
 ''')),
+    Variant("MultiHeadAttention.forward", "nn.functional dropout by hand on the fused path", mha('''
+        q = split_heads(self.q_proj(query), self.num_heads)
+        k = split_heads(self.k_proj(key), self.num_heads)
+        v = split_heads(self.v_proj(value), self.num_heads)
+        if self.keep_weights or self.training:
+            out, weights = scaled_dot_product_attention(
+                q, k, v, mask, dropout_p=self.dropout if self.training else 0.0)
+            self.last_weights = weights if self.keep_weights else None
+        else:
+            out, self.last_weights = fused_attention(q, k, v, mask), None
+        return self.out_proj(merge_heads(out))
+''')),
+]
+
+# Dropout, stale state and forbidden calls (issue 8).
+MISTAKES += [
+    Mistake("MultiHeadAttention.forward", "dropout ignored (never passed to the attention)",
+            mha('''
+        q = split_heads(self.q_proj(query), self.num_heads)
+        k = split_heads(self.k_proj(key), self.num_heads)
+        v = split_heads(self.v_proj(value), self.num_heads)
+        if self.keep_weights:
+            out, self.last_weights = scaled_dot_product_attention(q, k, v, mask)
+        else:
+            out, self.last_weights = fused_attention(q, k, v, mask), None
+        return self.out_proj(merge_heads(out))
+'''), "in training mode, drop attention weights"),
+    Mistake("MultiHeadAttention.forward", "dropout only on the fused path", mha('''
+        q = split_heads(self.q_proj(query), self.num_heads)
+        k = split_heads(self.k_proj(key), self.num_heads)
+        v = split_heads(self.v_proj(value), self.num_heads)
+        p = self.dropout if self.training else 0.0
+        if self.keep_weights:
+            out, self.last_weights = scaled_dot_product_attention(q, k, v, mask)
+        else:
+            out, self.last_weights = fused_attention(q, k, v, mask, p), None
+        return self.out_proj(merge_heads(out))
+'''), "on either path"),
+    Mistake("MultiHeadAttention.forward", "dropout applied in eval mode too", mha('''
+        q = split_heads(self.q_proj(query), self.num_heads)
+        k = split_heads(self.k_proj(key), self.num_heads)
+        v = split_heads(self.v_proj(value), self.num_heads)
+        if self.keep_weights:
+            out, self.last_weights = scaled_dot_product_attention(q, k, v, mask, self.dropout)
+        else:
+            out, self.last_weights = fused_attention(q, k, v, mask, self.dropout), None
+        return self.out_proj(merge_heads(out))
+'''), "dropout is for training only"),
+    Mistake("MultiHeadAttention.forward", "last_weights left from an earlier call", mha('''
+        q = split_heads(self.q_proj(query), self.num_heads)
+        k = split_heads(self.k_proj(key), self.num_heads)
+        v = split_heads(self.v_proj(value), self.num_heads)
+        p = self.dropout if self.training else 0.0
+        if self.keep_weights:
+            out, self.last_weights = scaled_dot_product_attention(q, k, v, mask, p)
+        else:
+            out = fused_attention(q, k, v, mask, p)
+        return self.out_proj(merge_heads(out))
+'''), "last_weights to None"),
+    Mistake("MultiHeadAttention.forward", "PyTorch's nn.MultiheadAttention, aliased", mha('''
+        MHA = getattr(nn, "Multihead" + "Attention")
+        b, q_len, d = query.shape
+        torch_mha = MHA(d, self.num_heads, bias=self.q_proj.bias is not None,
+                        batch_first=True)
+        with torch.no_grad():
+            torch_mha.in_proj_weight.copy_(torch.cat(
+                [self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]))
+            torch_mha.out_proj.weight.copy_(self.out_proj.weight)
+            if self.q_proj.bias is not None:
+                torch_mha.in_proj_bias.copy_(torch.cat(
+                    [self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]))
+                torch_mha.out_proj.bias.copy_(self.out_proj.bias)
+        torch_mha.train(self.training)
+        torch_mha.dropout = self.dropout
+        allowed = None if mask is None else ~mask.broadcast_to(
+            b, self.num_heads, q_len, key.shape[1]).reshape(-1, q_len, key.shape[1])
+        out, weights = torch_mha(query, key, value, attn_mask=allowed,
+                                 average_attn_weights=False)
+        self.last_weights = weights if self.keep_weights else None
+        return out
+'''), "torch.nn.MultiheadAttention"),
+    Mistake("MultiHeadAttention.forward", "F.multi_head_attention_forward under another name",
+            mha('''
+        mha_fn = F.multi_head_attention_forward
+        b, q_len, d = query.shape
+        out, weights = mha_fn(
+            query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1), d,
+            self.num_heads,
+            torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]),
+            None if self.q_proj.bias is None else torch.cat(
+                [self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]),
+            None, None, False, self.dropout, self.out_proj.weight, self.out_proj.bias,
+            training=self.training, need_weights=True, average_attn_weights=False,
+            attn_mask=None if mask is None else ~mask.broadcast_to(
+                b, self.num_heads, q_len, key.shape[1]).reshape(-1, q_len, key.shape[1]))
+        self.last_weights = weights if self.keep_weights else None
+        return out.transpose(0, 1)
+'''), "multi_head_attention_forward"),
 ]

@@ -98,7 +98,8 @@ VARIANTS = [
         out = one_hot @ self.embedding.weight.double() * self.d_model ** 0.5
         return out.float()
 '''),
-    Variant("sinusoidal_encoding", "stack and flatten, pow in float64, a warning", '''
+    Variant("sinusoidal_encoding", "stack and flatten, pow in float64, cut to d_model, a warning",
+            '''
 import warnings
 def sinusoidal_encoding(max_len, d_model):
     """table"""
@@ -106,7 +107,7 @@ def sinusoidal_encoding(max_len, d_model):
     pos = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)
     freq = torch.pow(10000.0, -torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
     angles = pos * freq
-    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1).float()
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)[:, :d_model].float()
 '''),
     Variant("sinusoidal_encoding", "python loops with math.sin", '''
 def sinusoidal_encoding(max_len, d_model):
@@ -116,10 +117,40 @@ def sinusoidal_encoding(max_len, d_model):
         for i in range(0, d_model, 2):
             angle = pos / 10000 ** (i / d_model)
             pe[pos, i] = math.sin(angle)
-            pe[pos, i + 1] = math.cos(angle)
+            if i + 1 < d_model:
+                pe[pos, i + 1] = math.cos(angle)
     return pe
 '''),
-    Variant("SinusoidalPositionalEncoding.forward", "narrow, unsqueeze", PE_INIT + '''
-        return x + self.pe.narrow(0, offset, x.size(1)).unsqueeze(0)
+    Variant("SinusoidalPositionalEncoding.forward", "narrow, unsqueeze, type_as", PE_INIT + '''
+        return x + self.pe.narrow(0, offset, x.size(1)).unsqueeze(0).type_as(x)
 '''),
+    Variant("SinusoidalPositionalEncoding.forward", "added in float32, cast back", PE_INIT + '''
+        return (x.float() + self.pe[offset : offset + x.shape[1]]).to(x.dtype)
+'''),
+]
+
+# Odd widths and dtypes (issue 8).
+MISTAKES += [
+    Mistake("sinusoidal_encoding", "an odd d_model gives d_model + 1 columns", '''
+def sinusoidal_encoding(max_len, d_model):
+    """table"""
+    pos = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)
+    freq = torch.pow(10000.0, -torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    angles = pos * freq
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1).float()
+''', "keeps d_model columns"),
+    Mistake("sinusoidal_encoding", "an odd d_model crashes (cosines for every sine)", '''
+def sinusoidal_encoding(max_len, d_model):
+    """table"""
+    position = torch.arange(max_len, dtype=torch.float32)[:, None]
+    inv_freq = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float32) / d_model)
+    pe = torch.zeros(max_len, d_model)
+    pe[:, 0::2] = torch.sin(position * inv_freq)
+    pe[:, 1::2] = torch.cos(position * inv_freq)
+    return pe
+''', "d_model=5"),
+    Mistake("SinusoidalPositionalEncoding.forward", "bfloat16 input comes back float32",
+            PE_INIT + '''
+        return x + self.pe[offset : offset + x.shape[1]]
+''', "keeps the input's dtype"),
 ]

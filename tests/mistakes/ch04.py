@@ -74,7 +74,7 @@ MISTAKES = [
             FFN_INIT + '''
         act = ACTIVATIONS[self.activation]
         return act(self.linear2(self.dropout(act(self.linear1(x)))))
-''', "not after the second"),
+''', "not after"),
     Mistake("Sublayer.forward", "missing residual", SUBLAYER_INIT + '''
         if self.norm_first:
             return self.dropout(fn(self.norm(x)))
@@ -97,12 +97,12 @@ MISTAKES = [
     Mistake("EncoderLayer.forward", "mask not passed to self-attention", LAYER_INIT + '''
         x = self.attn_block(x, lambda y: self.self_attn(y, y, y))
         return self.ff_block(x, self.feed_forward)
-''', "pass the mask"),
+''', "mask never reaches"),
     Mistake("EncoderLayer.forward", "attention over x instead of the sublayer's input",
             LAYER_INIT + '''
         x = self.attn_block(x, lambda y: self.self_attn(x, x, x, mask))
         return self.ff_block(x, self.feed_forward)
-''', "not over x"),
+''', "not over"),
     Mistake("EncoderLayer.forward", "feed-forward before attention", LAYER_INIT + '''
         x = self.ff_block(x, self.feed_forward)
         return self.attn_block(x, lambda y: self.self_attn(y, y, y, mask))
@@ -134,7 +134,7 @@ MISTAKES = [
         for layer in self.layers:
             x = layer(x)
         return self.norm(x) if self.norm is not None else x
-''', "pass the mask"),
+''', "mask to every layer"),
     Mistake("Encoder.forward", "norm after every layer", ENCODER_INIT + '''
         for layer in self.layers:
             x = layer(x, mask)
@@ -176,5 +176,104 @@ VARIANTS = [
         if self.norm is None:
             return x
         return self.norm(x)
+'''),
+]
+
+# Dropout in each place, eval mode, forbidden layers (issue 8).
+MISTAKES += [
+    Mistake("PositionwiseFeedForward.forward", "no dropout", FFN_INIT + '''
+        return self.linear2(ACTIVATIONS[self.activation](self.linear1(x)))
+''', "go through self.dropout"),
+    Mistake("PositionwiseFeedForward.forward", "dropout on the output", FFN_INIT + '''
+        return self.dropout(self.linear2(ACTIVATIONS[self.activation](self.linear1(x))))
+''', "not on the output"),
+    Mistake("PositionwiseFeedForward.forward", "dropout on the input", FFN_INIT + '''
+        return self.linear2(ACTIVATIONS[self.activation](self.linear1(self.dropout(x))))
+''', "not on the input"),
+    Mistake("PositionwiseFeedForward.forward", "F.dropout in eval mode too", FFN_INIT + '''
+        hidden = ACTIVATIONS[self.activation](self.linear1(x))
+        return self.linear2(F.dropout(hidden, self.dropout.p))
+''', "training only"),
+    Mistake("Sublayer.forward", "no dropout", SUBLAYER_INIT + '''
+        if self.norm_first:
+            return x + fn(self.norm(x))
+        return self.norm(x + fn(x))
+''', "goes through self.dropout"),
+    Mistake("Sublayer.forward", "dropout on the residual sum", SUBLAYER_INIT + '''
+        if self.norm_first:
+            return self.dropout(x + fn(self.norm(x)))
+        return self.norm(self.dropout(x + fn(x)))
+''', "not on the residual sum"),
+    Mistake("Sublayer.forward", "dropout on fn's input", SUBLAYER_INIT + '''
+        if self.norm_first:
+            return x + fn(self.dropout(self.norm(x)))
+        return self.norm(x + fn(self.dropout(x)))
+''', "not on its input"),
+    Mistake("Sublayer.forward", "F.dropout with training=True", SUBLAYER_INIT + '''
+        def drop(t):
+            return F.dropout(t, self.dropout.p, training=True)
+        if self.norm_first:
+            return x + drop(fn(self.norm(x)))
+        return self.norm(x + drop(fn(x)))
+''', "training only"),
+    Mistake("EncoderLayer.forward", "PyTorch's nn.TransformerEncoderLayer, under another name",
+            LAYER_INIT + '''
+        Layer = getattr(nn, "TransformerEncoder" + "Layer")
+        attn = self.self_attn
+        d_model, heads = attn.d_model, attn.num_heads
+        layer = Layer(d_model, heads, self.feed_forward.linear1.out_features, dropout=0.0,
+                      activation=self.feed_forward.activation, batch_first=True,
+                      norm_first=self.attn_block.norm_first,
+                      layer_norm_eps=self.attn_block.norm.eps,
+                      bias=attn.q_proj.bias is not None)
+        with torch.no_grad():
+            layer.self_attn.in_proj_weight.copy_(torch.cat(
+                [attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]))
+            layer.self_attn.out_proj.weight.copy_(attn.out_proj.weight)
+            layer.linear1.weight.copy_(self.feed_forward.linear1.weight)
+            layer.linear2.weight.copy_(self.feed_forward.linear2.weight)
+            layer.norm1.weight.copy_(self.attn_block.norm.weight)
+            layer.norm2.weight.copy_(self.ff_block.norm.weight)
+            if attn.q_proj.bias is not None:
+                layer.self_attn.in_proj_bias.copy_(torch.cat(
+                    [attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]))
+                layer.self_attn.out_proj.bias.copy_(attn.out_proj.bias)
+                layer.linear1.bias.copy_(self.feed_forward.linear1.bias)
+                layer.linear2.bias.copy_(self.feed_forward.linear2.bias)
+                layer.norm1.bias.copy_(self.attn_block.norm.bias)
+                layer.norm2.bias.copy_(self.ff_block.norm.bias)
+        b, n, _ = x.shape
+        blocked = None if mask is None else ~mask.broadcast_to(b, heads, n, n).reshape(
+            b * heads, n, n)
+        return layer.train(self.training)(x, src_mask=blocked)
+''', "torch.nn.TransformerEncoderLayer"),
+    Mistake("Encoder.forward", "calls PyTorch's nn.TransformerEncoder (to compare)",
+            ENCODER_INIT + '''
+        Stack = nn.TransformerEncoder
+        torch_stack = Stack(nn.TransformerEncoderLayer(x.shape[-1], 1, 16, batch_first=True),
+                            len(self.layers), enable_nested_tensor=False)
+        _ = torch_stack(x)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x if self.norm is None else self.norm(x)
+''', "torch.nn.TransformerEncoder"),
+]
+
+VARIANTS += [
+    Variant("PositionwiseFeedForward.forward", "F.dropout told the mode", FFN_INIT + '''
+        hidden = ACTIVATIONS[self.activation](self.linear1(x))
+        hidden = F.dropout(hidden, p=self.dropout.p, training=self.training)
+        return self.linear2(hidden)
+'''),
+    Variant("Sublayer.forward", "a mask of kept activations drawn by hand", SUBLAYER_INIT + '''
+        def drop(t):
+            p = self.dropout.p
+            if not self.training or p == 0.0:
+                return t
+            keep = (torch.rand_like(t) >= p).to(t.dtype)
+            return t * keep / (1.0 - p) if p < 1.0 else t * 0.0
+        if self.norm_first:
+            return x + drop(fn(self.norm(x)))
+        return self.norm(x + drop(fn(x)))
 '''),
 ]

@@ -109,7 +109,7 @@ def target_mask(tokens, pad_id=0):
         x = self.self_attn_block(x, lambda y: self.self_attn(y, y, y, self_mask))
         x = self.cross_attn_block(x, lambda y: self.cross_attn(y, memory, memory, memory_mask,
                                                                cache=cross_cache, static_kv=True))
-''' + _CORRECT_FF), "self-attention must get the cache"),
+''' + _CORRECT_FF), "first cache of the pair"),
     Mistake("DecoderLayer.forward", "cross-attention cache without static_kv", _layer(
         _CORRECT_SELF + '''\
         x = self.cross_attn_block(x, lambda y: self.cross_attn(y, memory, memory, memory_mask,
@@ -125,12 +125,12 @@ def target_mask(tokens, pad_id=0):
         for i, layer in enumerate(self.layers):
             out = layer(x, memory, self_mask, memory_mask, cache[i] if cache is not None else None)
         return self.norm(out) if self.norm is not None else out
-'''), "each on the previous layer's output"),
+'''), "previous layer's"),
     Mistake("Decoder.forward", "cache not passed", _stack('''\
         for layer in self.layers:
             x = layer(x, memory, self_mask, memory_mask)
         return self.norm(x) if self.norm is not None else x
-'''), "pass each layer its cache pair"),
+'''), "its own cache pair"),
     Mistake("Decoder.forward", "same cache pair for every layer", _stack('''\
         for layer in self.layers:
             x = layer(x, memory, self_mask, memory_mask, cache[0] if cache is not None else None)
@@ -145,18 +145,15 @@ def causal_mask(length, device=None):
     i = torch.arange(length, device=device)
     return i[:, None] >= i[None, :]
 '''),
-    Variant("target_mask", "explicit loops and a warning", '''
+    Variant("target_mask", "arange comparisons on the tokens' device, a warning", '''
 import warnings
 def target_mask(tokens, pad_id=0):
     """mask"""
-    warnings.warn("loops are slow")
-    b, t = tokens.shape
-    mask = torch.zeros(b, 1, t, t, dtype=torch.bool)
-    for n in range(b):
-        for i in range(t):
-            for j in range(i + 1):
-                mask[n, 0, i, j] = bool(tokens[n, j] != pad_id)
-    return mask
+    warnings.warn("written without causal_mask")
+    t = tokens.shape[1]
+    pos = torch.arange(t, device=tokens.device)
+    causal = pos[None, :] <= pos[:, None]
+    return (tokens != pad_id).unsqueeze(1).unsqueeze(2).logical_and(causal)
 '''),
     Variant("DecoderLayer.forward", "named helper functions", _layer('''\
         self_cache = cross_cache = None
@@ -182,4 +179,50 @@ def target_mask(tokens, pad_id=0):
             return x
         return self.norm(x)
 ''')),
+]
+
+# Devices and forbidden layers (issue 8).
+MISTAKES += [
+    Mistake("target_mask", "explicit loops on the CPU (any device lost)", '''
+import warnings
+def target_mask(tokens, pad_id=0):
+    """mask"""
+    warnings.warn("loops are slow")
+    b, t = tokens.shape
+    mask = torch.zeros(b, 1, t, t, dtype=torch.bool)
+    for n in range(b):
+        for i in range(t):
+            for j in range(i + 1):
+                mask[n, 0, i, j] = bool(tokens[n, j] != pad_id)
+    return mask
+''', None),
+    Mistake("causal_mask", "device ignored", '''
+def causal_mask(length, device=None):
+    """mask"""
+    return torch.ones(length, length).tril().bool()
+''', "device"),
+    Mistake("target_mask", "causal part made on the CPU", '''
+def target_mask(tokens, pad_id=0):
+    """mask"""
+    return padding_mask(tokens, pad_id) & causal_mask(tokens.shape[1])
+''', None),
+    Mistake("DecoderLayer.forward", "calls PyTorch's nn.TransformerDecoderLayer (to compare)",
+            _layer('''\
+        Layer = getattr(nn, "TransformerDecoderLayer")
+        _ = Layer(x.shape[-1], 1, 16, batch_first=True)(x, memory)
+        self_cache, cross_cache = cache if cache is not None else (None, None)
+        x = self.self_attn_block(x, lambda y: self.self_attn(y, y, y, self_mask,
+                                                             cache=self_cache))
+        x = self.cross_attn_block(x, lambda y: self.cross_attn(
+            y, memory, memory, memory_mask, cache=cross_cache, static_kv=True))
+        return self.ff_block(x, self.feed_forward)
+'''), "torch.nn.TransformerDecoderLayer"),
+    Mistake("Decoder.forward", "calls PyTorch's nn.TransformerDecoder (to compare)", _stack('''\
+        torch_stack = nn.TransformerDecoder(
+            nn.TransformerDecoderLayer(x.shape[-1], 1, 16, batch_first=True), 1)
+        _ = torch_stack(x, memory)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, memory, self_mask, memory_mask, cache[i] if cache is not None else None)
+        return x if self.norm is None else self.norm(x)
+'''), "torch.nn.TransformerDecoder"),
 ]

@@ -155,10 +155,10 @@ MISTAKES = [
         offset = len(cache[0][0]) if cache is not None else 0
         x = self.tgt_pos(self.tgt_embed(tgt), offset=offset)
         return self.generator(self.decoder(x, memory, tgt_mask, memory_mask, cache))
-'''), "self.tgt_mask(tgt)"),
+'''), "target mask: causal"),
     Mistake("Transformer.forward", "memory mask not passed", _model(forward='''\
         return self.decode(tgt, self.encode(src))
-'''), "memory_mask"),
+'''), "memory mask"),
     Mistake("greedy_decode", "logits of the first position", _greedy(position="0"),
             "LAST position"),
     Mistake("greedy_decode", "no padding after EOS", _greedy(after_eos="pass"),
@@ -277,4 +277,51 @@ def beam_step(scores, log_probs, finished, pad_id=PAD):
         tokens.append(index[:k] % vocab)
     return torch.stack(new_scores), torch.cat(rows), torch.cat(tokens)
 '''),
+]
+
+# Dropout on the embeddings, eval mode while decoding, forbidden modules (issue 8).
+MISTAKES += [
+    Mistake("Transformer.encode", "no dropout on the embeddings", _model(encode='''\
+        if src_mask is None:
+            src_mask = self.src_mask(src)
+        return self.encoder(self.src_pos(self.src_embed(src)), src_mask)
+'''), "embedding dropout"),
+    Mistake("Transformer.encode", "dropout before the positions are added", _model(encode='''\
+        if src_mask is None:
+            src_mask = self.src_mask(src)
+        x = self.src_pos(self.embed_dropout(self.src_embed(src)))
+        return self.encoder(x, src_mask)
+'''), "after the positions"),
+    Mistake("Transformer.decode", "no dropout on the embeddings", _model(decode='''\
+        offset = len(cache[0][0]) if cache is not None else 0
+        if tgt_mask is None and cache is None:
+            tgt_mask = self.tgt_mask(tgt)
+        x = self.tgt_pos(self.tgt_embed(tgt), offset=offset)
+        return self.generator(self.decoder(x, memory, tgt_mask, memory_mask, cache))
+'''), "embedding dropout"),
+    Mistake("Transformer.decode", "F.dropout on the embeddings in eval mode too", _model(decode='''\
+        offset = len(cache[0][0]) if cache is not None else 0
+        if tgt_mask is None and cache is None:
+            tgt_mask = self.tgt_mask(tgt)
+        x = F.dropout(self.tgt_pos(self.tgt_embed(tgt), offset=offset), self.embed_dropout.p)
+        return self.generator(self.decoder(x, memory, tgt_mask, memory_mask, cache))
+'''), "training only"),
+    Mistake("Transformer.encode", "calls PyTorch's nn.TransformerEncoder (to compare)",
+            _model(encode='''\
+        if src_mask is None:
+            src_mask = self.src_mask(src)
+        x = self.embed_dropout(self.src_pos(self.src_embed(src)))
+        Stack = nn.TransformerEncoder
+        _ = Stack(nn.TransformerEncoderLayer(x.shape[-1], 1, 16, batch_first=True), 1,
+                  enable_nested_tensor=False)(x)
+        return self.encoder(x, src_mask)
+'''), "torch.nn.TransformerEncoder"),
+    Mistake("greedy_decode", "the model left in training mode", _greedy().replace(
+        "    model.eval()\n", ""), "eval mode"),
+]
+
+VARIANTS += [
+    Variant("greedy_decode", "model.train(False) and inference_mode", _greedy().replace(
+        "@torch.no_grad()\n", "@torch.inference_mode()\n").replace(
+        "model.eval()", "model.train(False)")),
 ]

@@ -64,7 +64,7 @@ def noam_lr(step, d_model, warmup_steps=4000, factor=1.0):
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return loss.item()
-''', "scheduler.step()"),
+''', "step the scheduler"),
     Mistake("train_step", "clipping after the optimiser step", STEP_HEAD + '''
     optimizer.zero_grad()
     loss.backward()
@@ -89,7 +89,7 @@ def label_smoothed_cross_entropy(logits, target, smoothing=0.1, ignore_index=PAD
     keep = target != ignore_index
     q = (1 - smoothing) * F.one_hot(target.clamp(min=0), vocab).double() + smoothing / vocab
     loss = -(q * log_probs).sum(-1)
-    return (loss[keep].sum() / keep.sum()).float()
+    return (loss[keep].sum() / keep.sum().clamp(min=1)).float()
 '''),
     Variant("noam_lr", "written with if/else and math", '''
 def noam_lr(step, d_model, warmup_steps=4000, factor=1.0):
@@ -116,5 +116,90 @@ def train_step(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip
     if scheduler:
         scheduler.step()
     return float(loss)
+'''),
+]
+
+# Forbidden smoothing, empty batches, low precision, training mode (issue 8).
+MISTAKES += [
+    Mistake("label_smoothed_cross_entropy", "F.cross_entropy with label_smoothing", '''
+def label_smoothed_cross_entropy(logits, target, smoothing=0.1, ignore_index=PAD):
+    """label smoothing"""
+    vocab = logits.shape[-1]
+    loss = F.cross_entropy(logits.reshape(-1, vocab).float(), target.reshape(-1),
+                           ignore_index=ignore_index, label_smoothing=smoothing)
+    return loss.nan_to_num(0.0)
+''', "label_smoothing"),
+    Mistake("label_smoothed_cross_entropy", "nn.CrossEntropyLoss with smoothing, aliased", '''
+from torch.nn import CrossEntropyLoss as Loss
+def label_smoothed_cross_entropy(logits, target, smoothing=0.1, ignore_index=PAD):
+    """label smoothing"""
+    vocab = logits.shape[-1]
+    loss = Loss(ignore_index=ignore_index, label_smoothing=smoothing)
+    return loss(logits.reshape(-1, vocab).float(), target.reshape(-1)).nan_to_num(0.0)
+''', "label_smoothing"),
+    Mistake("label_smoothed_cross_entropy", "NaN for a batch of only padding", LOSS_HEAD + '''
+    nll = -log_probs.gather(1, target.masked_fill(~keep, 0)[:, None]).squeeze(1)
+    per_token = (1 - smoothing) * nll - smoothing * log_probs.mean(dim=-1)
+    return per_token.masked_fill(~keep, 0).sum() / keep.sum()
+''', "0 / 0 is NaN"),
+    Mistake("label_smoothed_cross_entropy", "bfloat16 logits give a bfloat16 loss", '''
+def label_smoothed_cross_entropy(logits, target, smoothing=0.1, ignore_index=PAD):
+    """label smoothing"""
+    vocab = logits.shape[-1]
+    logits = logits.reshape(-1, vocab)
+    target = target.reshape(-1)
+    keep = target != ignore_index
+    log_probs = F.log_softmax(logits, dim=-1)
+    nll = -log_probs.gather(1, target.masked_fill(~keep, 0)[:, None]).squeeze(1)
+    per_token = (1 - smoothing) * nll - smoothing * log_probs.mean(dim=-1)
+    return per_token.masked_fill(~keep, 0).sum() / keep.sum().clamp(min=1)
+''', "in float32"),
+    Mistake("train_step", "never puts the model in training mode", '''
+def train_step(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip=1.0,
+               amp=False, forward=None):
+    """one step"""
+    logits = (forward or model)(batch.src, batch.tgt_in)
+    loss = label_smoothed_cross_entropy(logits, batch.tgt_out, smoothing)
+    optimizer.zero_grad()
+    loss.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.item()
+''', "training mode"),
+]
+
+VARIANTS += [
+    Variant("label_smoothed_cross_entropy", "F.cross_entropy without smoothing, plus the mean",
+            '''
+def label_smoothed_cross_entropy(logits, target, smoothing=0.1, ignore_index=PAD):
+    """label smoothing from PyTorch's plain cross-entropy"""
+    vocab = logits.shape[-1]
+    logits = logits.reshape(-1, vocab).float()
+    target = target.reshape(-1)
+    keep = target != ignore_index
+    if not bool(keep.any()):
+        return logits.sum() * 0.0
+    nll = F.cross_entropy(logits[keep], target[keep], label_smoothing=0.0)
+    uniform = -F.log_softmax(logits[keep], dim=-1).mean()
+    return (1 - smoothing) * nll + smoothing * uniform
+'''),
+    Variant("train_step", "model.train(True) and zero_grad(set_to_none=False)", '''
+def train_step(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip=1.0,
+               amp=False, forward=None):
+    """one step"""
+    model.train(True)
+    optimizer.zero_grad(set_to_none=False)
+    logits = (forward or model)(batch.src, batch.tgt_in)
+    loss = label_smoothed_cross_entropy(logits, batch.tgt_out, smoothing)
+    loss.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.item()
 '''),
 ]

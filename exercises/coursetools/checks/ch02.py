@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .core import Checker, close_to, randint, randn, random_mask, register
+from .core import Checker, Missing, randint, randn, random_mask, register
 
 # --- weights in cases, shared with the later chapters' checkers -----------------------------------
 
@@ -140,23 +140,25 @@ def oracle_mha_forward(self, query: Tensor, key: Tensor, value: Tensor,
 
 # --- split_heads / merge_heads --------------------------------------------------------------------
 
+SPLIT = "(B, L, D) → (B, H, L, D/H), head h gets the contiguous features h·D/H … (h+1)·D/H − 1"
+
 
 @register
 class SplitHeadsChecker(Checker):
     name = "split_heads"
 
     def cases(self, gen, hidden):
-        cases = [{"x": randn(gen, 2, 3, 8), "num_heads": 2},
-                 {"x": randn(gen, 1, 4, 12), "num_heads": 3}]
+        cases = [{"requirement": SPLIT, "x": randn(gen, 2, 3, 8), "num_heads": 2},
+                 {"requirement": SPLIT, "x": randn(gen, 1, 4, 12), "num_heads": 3}]
         if hidden:
-            cases += [{"x": randn(gen, 3, 1, 16), "num_heads": 4},
-                      {"x": randn(gen, 2, 5, 6), "num_heads": 1},
-                      {"x": randn(gen, 2, 7, 64), "num_heads": 8},
-                      {"x": randn(gen, 1, 2, 8).double(), "num_heads": 8}]
+            cases += [{"requirement": SPLIT, "x": randn(gen, 3, 1, 16), "num_heads": 4},
+                      {"requirement": SPLIT, "x": randn(gen, 2, 5, 6), "num_heads": 1},
+                      {"requirement": SPLIT, "x": randn(gen, 2, 7, 64), "num_heads": 8},
+                      {"requirement": SPLIT, "x": randn(gen, 1, 2, 8).double(), "num_heads": 8}]
         return cases
 
     def run(self, obj, case):
-        return {"output": obj(case["x"].clone(), case["num_heads"])}
+        return {"output": obj(case["x"], case["num_heads"])}
 
     def expected(self, case):
         # Head h is the slice of features h*Dh ... (h+1)*Dh - 1, for every position.
@@ -165,17 +167,24 @@ class SplitHeadsChecker(Checker):
         return {"output": torch.stack([x[:, :, h * d_head:(h + 1) * d_head]
                                        for h in range(heads)], dim=1)}
 
-    def hint(self, case, got):
+    def mistakes(self, case):
+        x, heads = case["x"], case["num_heads"]
+        b, length, d = x.shape
+        return [
+            ("you reshaped (B, L, D) straight to (B, H, L, D/H), which mixes positions into "
+             "heads: split the feature axis into (H, D/H) first, then move the head axis.",
+             {"output": x.reshape(b, heads, length, d // heads)}),
+            ("head h must get the contiguous features h·D/H … (h+1)·D/H − 1, not every H-th "
+             "feature: the head axis comes before the within-head axis when you split D.",
+             {"output": x.reshape(b, length, d // heads, heads).permute(0, 3, 1, 2)}),
+        ]
+
+    def symptom(self, case, got):
         out, x, heads = got.get("output"), case["x"], case["num_heads"]
         b, length, d = x.shape
-        if close_to(out, x.reshape(b, heads, length, d // heads)):
-            return ("you reshaped (B, L, D) straight to (B, H, L, D/H), which mixes positions "
-                    "into heads: reshape to (B, L, H, D/H) first, then transpose(1, 2).")
-        if close_to(out, x.reshape(b, length, heads, d // heads)):
-            return "move the head axis before the positions: transpose(1, 2) → (B, H, L, D/H)."
-        if close_to(out, x.reshape(b, length, d // heads, heads).permute(0, 3, 1, 2)):
-            return ("head h must get the contiguous features h·D/H … (h+1)·D/H − 1, not every "
-                    "H-th feature: reshape to (B, L, H, D/H), not (B, L, D/H, H).")
+        if isinstance(out, Tensor) and tuple(out.shape) == (b, length, heads, d // heads):
+            return ("the head axis must come before the positions: (B, H, L, D/H), so that "
+                    "attention runs over the positions of each head.")
         return None
 
     @property
@@ -183,35 +192,42 @@ class SplitHeadsChecker(Checker):
         return oracle_split_heads
 
 
+MERGE = "the inverse of split_heads: (B, H, L, Dh) → (B, L, H·Dh), head 0's features first"
+
+
 @register
 class MergeHeadsChecker(Checker):
     name = "merge_heads"
 
     def cases(self, gen, hidden):
-        cases = [{"x": randn(gen, 2, 2, 3, 4)}, {"x": randn(gen, 1, 3, 5, 2)}]
+        cases = [{"requirement": MERGE, "x": randn(gen, 2, 2, 3, 4)},
+                 {"requirement": MERGE, "x": randn(gen, 1, 3, 5, 2)}]
         if hidden:
-            cases += [{"x": randn(gen, 3, 4, 1, 8)}, {"x": randn(gen, 2, 1, 6, 5)},
-                      {"x": randn(gen, 2, 8, 7, 8)}, {"x": randn(gen, 1, 2, 3, 4).double()}]
+            cases += [{"requirement": MERGE, "x": randn(gen, 3, 4, 1, 8)},
+                      {"requirement": MERGE, "x": randn(gen, 2, 1, 6, 5)},
+                      {"requirement": MERGE, "x": randn(gen, 2, 8, 7, 8)},
+                      {"requirement": MERGE, "x": randn(gen, 1, 2, 3, 4).double()}]
         return cases
 
     def run(self, obj, case):
-        return {"output": obj(case["x"].clone())}
+        return {"output": obj(case["x"])}
 
     def expected(self, case):
         # Position l's vector is head 0's features, then head 1's, ... (concatenation).
         x = case["x"]
         return {"output": torch.cat([x[:, h] for h in range(x.shape[1])], dim=-1)}
 
-    def hint(self, case, got):
-        out, x = got.get("output"), case["x"]
+    def mistakes(self, case):
+        x = case["x"]
         b, heads, length, d_head = x.shape
-        if close_to(out, x.reshape(b, length, heads * d_head)):
-            return ("heads merged in the wrong order: reshaping (B, H, L, Dh) straight to "
-                    "(B, L, H·Dh) mixes positions; transpose(1, 2) to (B, L, H, Dh) first.")
-        if close_to(out, x.permute(0, 2, 3, 1).reshape(b, length, heads * d_head)):
-            return ("the features are interleaved across heads: position l's vector is head "
-                    "0's Dh features, then head 1's, ... (transpose(1, 2), then reshape).")
-        return None
+        return [
+            ("heads merged in the wrong order: reshaping (B, H, L, Dh) straight to "
+             "(B, L, H·Dh) mixes positions; bring the positions next to the batch axis first.",
+             {"output": x.reshape(b, length, heads * d_head)}),
+            ("the features are interleaved across heads: position l's vector is head 0's Dh "
+             "features, then head 1's, ... (the inverse of split_heads).",
+             {"output": x.permute(0, 2, 3, 1).reshape(b, length, heads * d_head)}),
+        ]
 
     @property
     def oracle(self):
@@ -220,17 +236,29 @@ class MergeHeadsChecker(Checker):
 
 # --- MultiHeadAttention.forward -------------------------------------------------------------------
 
+#: The requirements of MultiHeadAttention.forward, as its text states them.
+MHA_VALUES, MHA_MASK, MHA_KEEP, MHA_STALE, MHA_DROPOUT = (
+    "project, split into heads, attend, merge, project out",
+    "the mask is passed on to the attention",
+    "keep_weights: the weights (B, H, Q, K) are kept in last_weights",
+    "without keep_weights, last_weights is None (nothing left from an earlier call)",
+    "dropout on the attention weights in training mode only")
+
 
 def mha_case(gen: torch.Generator, batch: int, q_len: int, k_len: int, d_model: int,
-             num_heads: int, bias: bool, keep_weights: bool, mask: str = "none") -> dict:
+             num_heads: int, bias: bool, keep_weights: bool, mask: str = "none",
+             requirement: str = MHA_VALUES, dropout: float = 0.0, train: bool = False,
+             calls: str = "once") -> dict:
     """One case; ``k_len=0`` means self-attention (key and value are the query); ``mask`` is
-    none, random, padding, causal or dead_row (one query may attend to no key)."""
+    none, random, padding, causal or dead_row (one query may attend to no key); ``calls``
+    "kept, then not" runs the module once with keep_weights, then once without."""
     query = randn(gen, batch, q_len, d_model)
     if k_len:
         key, value = randn(gen, batch, k_len, d_model), randn(gen, batch, k_len, d_model)
     else:
         key, value, k_len = query.clone(), query.clone(), q_len
-    case: dict[str, Any] = {"query": query, "key": key, "value": value}
+    case: dict[str, Any] = {"requirement": requirement, "query": query, "key": key,
+                            "value": value}
     if mask == "random":
         case["mask"] = random_mask(gen, (batch, 1, q_len, k_len))
     elif mask == "padding":
@@ -242,16 +270,18 @@ def mha_case(gen: torch.Generator, batch: int, q_len: int, k_len: int, d_model: 
         dead[0, 0, randint(gen, 0, q_len)] = False
         case["mask"] = dead
     case |= {"d_model": d_model, "num_heads": num_heads, "bias": bias,
-             "keep_weights": keep_weights}
+             "keep_weights": keep_weights, "dropout": dropout, "train": train}
+    if calls != "once":
+        case["calls"] = calls
     return case | mha_weights(gen, "attn", d_model, bias)
 
 
 def mha_by_hand(case: dict, *, split: str = "heads", merge: str = "heads", out_proj: bool = True,
-                use_mask: bool = True, scale: float | None = None, values: str = "value"
-                ) -> tuple[Tensor, Tensor]:
+                use_mask: bool = True, scale: float | None = None, values: str = "value",
+                drop: bool = False) -> tuple[Tensor, Tensor]:
     """Multi-head attention written out, right or with one of the usual mistakes (for hints):
     split/merge "heads" (right) or "plain" (a reshape without transposing); ``values`` names
-    the input the values are projected from."""
+    the input the values are projected from; ``drop`` drops every attention weight (p = 1)."""
     w, heads = state(case, "attn."), case["num_heads"]
     query, key, value = case["query"], case["key"], case[values]
     mask = case.get("mask") if use_mask else None
@@ -268,46 +298,90 @@ def mha_by_hand(case: dict, *, split: str = "heads", merge: str = "heads", out_p
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
-    out = weights @ v
+    out = (weights * 0.0 if drop else weights) @ v
     out = out.reshape(b, q_len, d) if merge == "plain" else oracle_merge_heads(out)
     if out_proj:
         out = F.linear(out, w["out_proj.weight"], w.get("out_proj.bias"))
     return out, weights
 
 
+def weights_left(value: Any) -> Any:
+    """What ``last_weights`` holds, as a plain description (None, or what else is there)."""
+    if value is None:
+        return "None"
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
+
+
 @register
 class MultiHeadAttentionChecker(Checker):
     name = "MultiHeadAttention.forward"
     uses = ("split_heads", "merge_heads", "scaled_dot_product_attention")
+    forbidden = ("torch.nn.MultiheadAttention", "torch.nn.functional.multi_head_attention_forward")
 
     def cases(self, gen, hidden):
         cases = [
             mha_case(gen, 2, 4, 0, 8, 2, bias=True, keep_weights=False),
-            mha_case(gen, 2, 3, 5, 8, 2, bias=True, keep_weights=True, mask="random"),
-            mha_case(gen, 2, 4, 0, 12, 3, bias=False, keep_weights=False, mask="causal"),
-            mha_case(gen, 3, 2, 6, 8, 4, bias=True, keep_weights=False, mask="padding"),
+            mha_case(gen, 2, 3, 5, 8, 2, bias=True, keep_weights=False, mask="padding",
+                     requirement=MHA_MASK),
+            mha_case(gen, 2, 3, 5, 8, 2, bias=True, keep_weights=True, mask="random",
+                     requirement=MHA_KEEP),
+            mha_case(gen, 2, 3, 0, 8, 2, bias=True, keep_weights=False,
+                     requirement=MHA_STALE, calls="kept, then not"),
+            mha_case(gen, 2, 3, 4, 8, 2, bias=True, keep_weights=False, requirement=MHA_DROPOUT,
+                     dropout=1.0, train=True),
+            mha_case(gen, 2, 3, 4, 8, 2, bias=True, keep_weights=True, requirement=MHA_DROPOUT,
+                     dropout=1.0, train=True),
+            mha_case(gen, 2, 3, 0, 8, 2, bias=True, keep_weights=False, requirement=MHA_DROPOUT,
+                     dropout=1.0, train=False),
         ]
         if hidden:
             cases += [
-                mha_case(gen, 2, 5, 0, 64, 8, bias=True, keep_weights=True, mask="causal"),
-                mha_case(gen, 2, 3, 4, 64, 8, bias=False, keep_weights=True, mask="dead_row"),
-                mha_case(gen, 2, 3, 4, 16, 4, bias=True, keep_weights=False, mask="dead_row"),
-                mha_case(gen, 3, 1, 1, 16, 2, bias=True, keep_weights=True, mask="padding"),
+                mha_case(gen, 2, 4, 0, 12, 3, bias=False, keep_weights=False),
                 mha_case(gen, 1, 1, 7, 16, 1, bias=False, keep_weights=False),
-                mha_case(gen, 2, 6, 0, 16, 16, bias=True, keep_weights=False, mask="padding"),
+                mha_case(gen, 2, 4, 0, 12, 3, bias=False, keep_weights=False, mask="causal",
+                         requirement=MHA_MASK),
+                mha_case(gen, 2, 3, 4, 16, 4, bias=True, keep_weights=False, mask="dead_row",
+                         requirement=MHA_MASK),
+                mha_case(gen, 2, 6, 0, 16, 16, bias=True, keep_weights=False, mask="padding",
+                         requirement=MHA_MASK),
+                mha_case(gen, 2, 5, 0, 64, 8, bias=True, keep_weights=True, mask="causal",
+                         requirement=MHA_KEEP),
+                mha_case(gen, 2, 3, 4, 64, 8, bias=False, keep_weights=True, mask="dead_row",
+                         requirement=MHA_KEEP),
+                mha_case(gen, 3, 1, 1, 16, 2, bias=True, keep_weights=True, mask="padding",
+                         requirement=MHA_KEEP),
+                mha_case(gen, 3, 2, 5, 16, 4, bias=False, keep_weights=False, mask="padding",
+                         requirement=MHA_STALE, calls="kept, then not"),
+                mha_case(gen, 3, 4, 2, 16, 4, bias=True, keep_weights=False, mask="causal",
+                         requirement=MHA_DROPOUT, dropout=1.0, train=True),
+                mha_case(gen, 1, 5, 0, 16, 2, bias=False, keep_weights=True, mask="random",
+                         requirement=MHA_DROPOUT, dropout=1.0, train=True),
+                mha_case(gen, 2, 2, 6, 16, 4, bias=True, keep_weights=True, mask="padding",
+                         requirement=MHA_DROPOUT, dropout=0.5, train=False),
             ]
         return cases
 
     def run(self, obj, case):
+        mask = case.get("mask")
         with quiet():
-            module = obj(case["d_model"], case["num_heads"], dropout=0.0, bias=case["bias"])
-            load(module, case, "attn.")
+            module = obj(case["d_model"], case["num_heads"], dropout=case["dropout"],
+                         bias=case["bias"])
+            load(module, case, "attn.").train(case["train"])
+            if case.get("calls") == "kept, then not":
+                module.keep_weights = True
+                module(case["query"], case["key"], case["value"], mask=mask, cache=None)
             module.keep_weights = case["keep_weights"]
-            output = module(case["query"], case["key"], case["value"], mask=case.get("mask"),
-                            cache=None)
+            output = module(case["query"], case["key"], case["value"], mask=mask, cache=None)
         got = {"output": output}
-        if case["keep_weights"]:
-            got["last_weights"] = module.last_weights
+        if case["keep_weights"] and not case["train"]:
+            weights = module.last_weights
+            got["last_weights"] = weights if weights is not None else Missing(
+                "self.last_weights is None: with keep_weights set, forward keeps the "
+                "attention weights there")
+        if case.get("calls"):
+            got["last_weights"] = weights_left(module.last_weights)
         return got
 
     def expected(self, case):
@@ -320,42 +394,64 @@ class MultiHeadAttentionChecker(Checker):
                                   attn_mask=torch_mask(mask, b, heads, q_len, k_len),
                                   need_weights=True, average_attn_weights=False)
         output, weights = output.detach(), weights.detach()
+        bias = mha.out_proj.bias.detach() if case["bias"] else torch.zeros(d_model)
         if mask is not None:
             # A query that may attend to no key gets a zero attention output here (PyTorch
             # gives NaN): after the output projection that is the projection's bias.
             dead = ~mask.broadcast_to(b, 1, q_len, k_len).any(-1)[:, 0, :, None]  # (B, Q, 1)
-            bias = mha.out_proj.bias.detach() if case["bias"] else torch.zeros(d_model)
             output = torch.where(dead, bias, output)
             weights = weights.nan_to_num(0.0)
+        if case["train"] and case["dropout"] == 1.0:
+            # Every attention weight dropped: the attention output is zeros, the output the
+            # projection's bias.
+            output = bias.expand_as(output).clone()
         result = {"output": output}
-        if case["keep_weights"]:
+        if case["keep_weights"] and not case["train"]:
             result["last_weights"] = weights
+        if case.get("calls"):
+            result["last_weights"] = "None"
         return result
 
-    def hint(self, case, got):
-        out = got.get("output")
-        if case["keep_weights"] and not isinstance(got.get("last_weights"), Tensor):
-            return ("with keep_weights=True, attend with scaled_dot_product_attention and keep "
-                    "its weights (B, H, Q, K) in self.last_weights.")
+    def mistakes(self, case):
         d_model = case["d_model"]
-        mistakes = [
+        if case.get("calls"):
+            return []  # read from the answer (symptom)
+        if case["dropout"]:
+            if case["train"]:
+                return [("in training mode, drop attention weights with probability "
+                         "self.dropout (here 1: every weight is dropped), on either path.",
+                         {"output": mha_by_hand(case)[0]})]
+            return [("dropout is for training only: in eval mode (self.training False) the "
+                     "attention uses no dropout.", {"output": mha_by_hand(case, drop=True)[0]})]
+        variants = [
             ({"merge": "plain"}, "heads merged in the wrong order: (B, H, Q, Dh) must become "
-             "(B, Q, H, Dh) (transpose(1, 2)) before the reshape to (B, Q, D); use merge_heads."),
+             "(B, Q, H, Dh) before the heads are joined; merge_heads does that."),
             ({"split": "plain", "merge": "plain"}, "the heads were split (and merged) with a "
-             "plain view/reshape, without transposing: use split_heads and merge_heads."),
-            ({"out_proj": False}, "the output projection is missing: return "
-             "self.out_proj(merge_heads(...))."),
+             "plain reshape, which mixes positions into heads: use split_heads and merge_heads."),
+            ({"out_proj": False}, "the output projection is missing: the merged heads go "
+             "through self.out_proj."),
             ({"use_mask": False}, "the mask was not passed on to the attention."),
-            ({"scale": math.sqrt(d_model)}, "scale the scores by sqrt(d_model / num_heads), "
-             "the width of one head, not by sqrt(d_model)."),
-            ({"values": "key"}, "the values are projected from `value` (self.v_proj(value)), "
-             "not from `key`."),
+            ({"scale": math.sqrt(d_model)}, "scale the scores by the square root of one "
+             "head's width, d_model / num_heads, not of d_model."),
+            ({"values": "key"}, "the values are projected from `value`, not from `key`."),
         ]
-        for variant, message in mistakes:
+        found = []
+        for variant, message in variants:
             if variant.get("use_mask") is False and "mask" not in case:
                 continue
-            if close_to(out, mha_by_hand(case, **variant)[0]):
-                return message
+            if "values" in variant and torch.equal(case["key"], case["value"]):
+                continue
+            found.append((message, {"output": mha_by_hand(case, **variant)[0]}))
+        return found
+
+    def symptom(self, case, got):
+        left = got.get("last_weights")
+        if case.get("calls") and isinstance(left, str) and left != "None":
+            return ("without keep_weights, set last_weights to None: weights left from an "
+                    "earlier call would be taken for this call's.")
+        if case["keep_weights"] and isinstance(left, Missing):
+            return ("with keep_weights set, attend the explicit way (the attention function "
+                    "that returns its weights) and keep the weights (B, H, Q, K).")
         return None
 
     @property

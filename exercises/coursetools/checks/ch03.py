@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .ch02 import load, quiet
-from .core import Checker, close_to, randn, register
+from .core import Checker, randn, register
 
 
 def sinusoids(max_len: int, d_model: int, *, swap: bool = False, halves: bool = False,
@@ -37,6 +37,9 @@ def sinusoids(max_len: int, d_model: int, *, swap: bool = False, halves: bool = 
     return table.float()
 
 
+EMBED = "look the tokens up and scale by sqrt(d_model)"
+
+
 @register
 class TokenEmbeddingChecker(Checker):
     name = "TokenEmbedding.forward"
@@ -48,35 +51,37 @@ class TokenEmbeddingChecker(Checker):
         cases = []
         for vocab, d_model, batch, length in shapes:
             tokens = torch.randint(0, vocab, (batch, length), generator=gen)
-            cases.append({"tokens": tokens, "vocab_size": vocab, "d_model": d_model,
-                          "w.embedding.weight": randn(gen, vocab, d_model)})
+            cases.append({"requirement": EMBED, "tokens": tokens, "vocab_size": vocab,
+                          "d_model": d_model, "w.embedding.weight": randn(gen, vocab, d_model)})
         return cases
 
     def run(self, obj, case):
         with quiet():
             module = load(obj(case["vocab_size"], case["d_model"]), case)
-            return {"output": module(case["tokens"].clone())}
+            return {"output": module(case["tokens"])}
 
     def expected(self, case):
         table = case["w.embedding.weight"]
         return {"output": F.embedding(case["tokens"], table) * math.sqrt(case["d_model"])}
 
-    def hint(self, case, got):
-        out = got.get("output")
+    def mistakes(self, case):
         looked_up = F.embedding(case["tokens"], case["w.embedding.weight"])
         d = case["d_model"]
-        if close_to(out, looked_up):
-            return "scale the embeddings by sqrt(d_model) (section 3.4 of the paper)."
-        if close_to(out, looked_up * d):
-            return "scale by the square root of d_model, not by d_model."
-        if close_to(out, looked_up / math.sqrt(d)):
-            return "multiply by sqrt(d_model); do not divide."
-        return None
+        return [
+            ("scale the embeddings by sqrt(d_model) (section 3.4 of the paper).",
+             {"output": looked_up}),
+            ("scale by the square root of d_model, not by d_model.", {"output": looked_up * d}),
+            ("multiply by sqrt(d_model); do not divide.", {"output": looked_up / math.sqrt(d)}),
+        ]
 
     @property
     def oracle(self):
         return lambda self, tokens: (F.embedding(tokens, self.embedding.weight)
                                      * math.sqrt(self.d_model))
+
+
+SIN_VALUES, SIN_ODD = ("sines in even columns, cosines in odd ones, wavelengths 2π … 10000·2π, "
+                       "float32", "any d_model, odd too (the last column is a sine)")
 
 
 @register
@@ -88,10 +93,16 @@ class SinusoidalEncodingChecker(Checker):
     atol = 1e-4
 
     def cases(self, gen, hidden):
-        cases = [{"max_len": 10, "d_model": 8}, {"max_len": 50, "d_model": 16}]
+        cases = [{"requirement": SIN_VALUES, "max_len": 10, "d_model": 8},
+                 {"requirement": SIN_VALUES, "max_len": 50, "d_model": 16},
+                 {"requirement": SIN_ODD, "max_len": 6, "d_model": 5}]
         if hidden:
-            cases += [{"max_len": 1, "d_model": 4}, {"max_len": 200, "d_model": 64},
-                      {"max_len": 7, "d_model": 2}, {"max_len": 30, "d_model": 6}]
+            cases += [{"requirement": SIN_VALUES, "max_len": 1, "d_model": 4},
+                      {"requirement": SIN_VALUES, "max_len": 200, "d_model": 64},
+                      {"requirement": SIN_VALUES, "max_len": 7, "d_model": 2},
+                      {"requirement": SIN_VALUES, "max_len": 30, "d_model": 6},
+                      {"requirement": SIN_ODD, "max_len": 20, "d_model": 1},
+                      {"requirement": SIN_ODD, "max_len": 40, "d_model": 13}]
         return cases
 
     def run(self, obj, case):
@@ -100,24 +111,36 @@ class SinusoidalEncodingChecker(Checker):
     def expected(self, case):
         return {"pe": sinusoids(case["max_len"], case["d_model"])}
 
-    def hint(self, case, got):
-        pe, args = got.get("pe"), (case["max_len"], case["d_model"])
+    def mistakes(self, case):
+        args = (case["max_len"], case["d_model"])
+        return [
+            ("sin and cos are swapped: sines go in the even columns (0, 2, 4, ...), cosines in "
+             "the odd ones.", {"pe": sinusoids(*args, swap=True)}),
+            ("sines and cosines must be interleaved: column 2i holds sin and column 2i+1 cos of "
+             "the same angle, not all sines first and then all cosines.",
+             {"pe": sinusoids(*args, halves=True)}),
+            ("columns 2i and 2i+1 share one frequency, 1 / 10000^(2i / d_model): the exponent "
+             "uses the even column's index for both.", {"pe": sinusoids(*args, per_column=True)}),
+        ]
+
+    def symptom(self, case, got):
+        pe = got.get("pe")
         if isinstance(pe, Tensor) and pe.is_floating_point() and pe.dtype != torch.float32:
             return "return a float32 table (the default dtype), as the model's weights are."
-        if close_to(pe, sinusoids(*args, swap=True)):
-            return ("sin and cos are swapped: sines go in the even columns (0, 2, 4, ...), "
-                    "cosines in the odd ones.")
-        if close_to(pe, sinusoids(*args, halves=True)):
-            return ("sines and cosines must be interleaved: column 2i holds sin and column "
-                    "2i+1 cos of the same angle, not all sines first and then all cosines.")
-        if close_to(pe, sinusoids(*args, per_column=True)):
-            return ("columns 2i and 2i+1 share one frequency, 1 / 10000^(2i / d_model): the "
-                    "exponent uses the even column's index for both.")
+        if (isinstance(pe, Tensor) and case["d_model"] % 2 and pe.dim() == 2
+                and pe.shape[1] == case["d_model"] + 1):
+            return ("with an odd d_model there is one more sine column than cosine columns: "
+                    "the table keeps d_model columns.")
         return None
 
     @property
     def oracle(self):
         return sinusoids
+
+
+POS_ADD, POS_OFFSET, POS_DTYPE = ("x plus the encodings of positions 0 … L − 1",
+                                  "from position offset when one is given",
+                                  "keeps x's dtype (bfloat16 in, bfloat16 out)")
 
 
 @register
@@ -126,14 +149,19 @@ class SinusoidalPositionalEncodingChecker(Checker):
     uses = ("sinusoidal_encoding",)
 
     def cases(self, gen, hidden):
-        # (batch, length, d_model, max_len, offset)
-        shapes = [(2, 5, 8, 20, 0), (1, 3, 8, 20, 6)]
+        # (requirement, batch, length, d_model, max_len, offset, dtype)
+        f32, bf16 = torch.float32, torch.bfloat16
+        shapes = [(POS_ADD, 2, 5, 8, 20, 0, f32), (POS_OFFSET, 1, 3, 8, 20, 6, f32),
+                  (POS_DTYPE, 2, 4, 8, 10, 0, bf16)]
         if hidden:
-            shapes += [(2, 3, 16, 20, 17), (3, 1, 4, 50, 49), (1, 7, 64, 5000, 4990),
-                       (2, 4, 6, 4, 0)]
+            shapes += [(POS_ADD, 2, 4, 6, 4, 0, f32), (POS_OFFSET, 2, 3, 16, 20, 17, f32),
+                       (POS_OFFSET, 3, 1, 4, 50, 49, f32),
+                       (POS_OFFSET, 1, 7, 64, 5000, 4990, f32),
+                       (POS_DTYPE, 3, 2, 16, 30, 5, bf16)]
         cases = []
-        for batch, length, d_model, max_len, offset in shapes:
-            cases.append({"x": randn(gen, batch, length, d_model), "d_model": d_model,
+        for requirement, batch, length, d_model, max_len, offset, dtype in shapes:
+            cases.append({"requirement": requirement,
+                          "x": randn(gen, batch, length, d_model).to(dtype), "d_model": d_model,
                           "max_len": max_len, "offset": offset})
         return cases
 
@@ -141,25 +169,34 @@ class SinusoidalPositionalEncodingChecker(Checker):
         with quiet():
             module = obj(case["d_model"], max_len=case["max_len"]).eval()
             if case["offset"] == 0:  # the default
-                return {"output": module(case["x"].clone())}
-            return {"output": module(case["x"].clone(), offset=case["offset"])}
+                return {"output": module(case["x"])}
+            return {"output": module(case["x"], offset=case["offset"])}
 
     def expected(self, case):
         x, offset = case["x"], case["offset"]
         table = sinusoids(case["max_len"], case["d_model"])
-        return {"output": x + table[offset:offset + x.shape[1]]}
+        return {"output": x + table[offset:offset + x.shape[1]].to(x.dtype)}
 
-    def hint(self, case, got):
-        out, x, offset = got.get("output"), case["x"], case["offset"]
-        table = sinusoids(case["max_len"], case["d_model"])
+    def mistakes(self, case):
+        x, offset = case["x"], case["offset"]
+        table = sinusoids(case["max_len"], case["d_model"]).to(x.dtype)
         length = x.shape[1]
-        if offset and close_to(out, x + table[:length]):
-            return ("offset ignored: add the encodings of positions offset ... offset + L - 1 "
-                    "(self.pe[offset : offset + L]).")
-        if close_to(out, table[offset:offset + length].expand_as(x)):
-            return "add the encodings to x; do not replace x by them."
-        if close_to(out, x + table[offset]):
-            return "each position gets its own row of the table: slice L rows, not one."
+        found = [
+            ("add the encodings to x; do not replace x by them.",
+             {"output": table[offset:offset + length].expand_as(x)}),
+            ("each position gets its own row of the table: slice L rows, not one.",
+             {"output": x + table[offset]}),
+        ]
+        if offset:
+            found.insert(0, ("offset ignored: add the encodings of positions offset … "
+                             "offset + L − 1.", {"output": x + table[:length]}))
+        return found
+
+    def symptom(self, case, got):
+        out, x = got.get("output"), case["x"]
+        if isinstance(out, Tensor) and out.is_floating_point() and out.dtype != x.dtype:
+            return ("the table is float32: bring it to x's dtype before adding, so that the "
+                    "output keeps the input's dtype.")
         return None
 
     @property
@@ -167,4 +204,3 @@ class SinusoidalPositionalEncodingChecker(Checker):
         def forward(self, x: Tensor, offset: int = 0) -> Tensor:
             return x + self.pe[offset:offset + x.shape[1]].to(x.dtype)
         return forward
-

@@ -21,7 +21,7 @@ from .ch02 import (
     state,
     torch_mask,
 )
-from .core import Checker, close_to, namespace_of, randn, random_mask, register
+from .core import Checker, namespace_of, randn, random_mask, register
 
 ACTIVATION = {"relu": F.relu, "gelu": F.gelu}
 
@@ -167,8 +167,8 @@ def new_layer(cls: type, case: dict[str, Any]) -> nn.Module:
 
 def call(module: nn.Module, case: dict[str, Any]) -> Tensor:
     if "mask" in case:
-        return module(case["x"].clone(), case["mask"])
-    return module(case["x"].clone())
+        return module(case["x"], case["mask"])
+    return module(case["x"])
 
 
 def mask_for_torch(case: dict[str, Any]) -> Tensor | None:
@@ -178,52 +178,86 @@ def mask_for_torch(case: dict[str, Any]) -> Tensor | None:
 
 # --- PositionwiseFeedForward.forward --------------------------------------------------------------
 
+FF_VALUES, FF_DROPOUT = ("linear → the layer's activation → linear",
+                         "dropout between the activation and the second linear, in training "
+                         "mode only")
+
 
 @register
 class FeedForwardChecker(Checker):
     name = "PositionwiseFeedForward.forward"
 
     def cases(self, gen, hidden):
-        # (batch, length, d_model, d_ff, activation, bias)
-        shapes = [(2, 3, 8, 16, "relu", True), (2, 4, 8, 12, "gelu", True)]
+        # (requirement, batch, length, d_model, d_ff, activation, bias, dropout, train)
+        shapes = [(FF_VALUES, 2, 3, 8, 16, "relu", True, 0.0, False),
+                  (FF_VALUES, 2, 4, 8, 12, "gelu", True, 0.0, False),
+                  (FF_DROPOUT, 2, 3, 8, 16, "relu", True, 1.0, True),
+                  (FF_DROPOUT, 2, 3, 8, 16, "gelu", True, 1.0, False)]
         if hidden:
-            shapes += [(3, 1, 16, 32, "gelu", False), (1, 5, 64, 128, "relu", False),
-                       (2, 2, 4, 4, "gelu", True)]
+            shapes += [(FF_VALUES, 3, 1, 16, 32, "gelu", False, 0.0, False),
+                       (FF_VALUES, 1, 5, 64, 128, "relu", False, 0.0, False),
+                       (FF_VALUES, 2, 2, 4, 4, "gelu", True, 0.0, False),
+                       (FF_DROPOUT, 3, 2, 16, 8, "gelu", True, 1.0, True),
+                       (FF_DROPOUT, 1, 4, 16, 32, "relu", False, 0.3, False)]
         cases = []
-        for batch, length, d_model, d_ff, activation, bias in shapes:
-            cases.append({"x": randn(gen, batch, length, d_model), "d_model": d_model,
-                          "d_ff": d_ff, "activation": activation, "bias": bias}
+        for requirement, batch, length, d_model, d_ff, activation, bias, p, train in shapes:
+            cases.append({"requirement": requirement, "x": randn(gen, batch, length, d_model),
+                          "d_model": d_model, "d_ff": d_ff, "activation": activation,
+                          "bias": bias, "dropout": p, "train": train}
                          | linear_weights(gen, "linear1", d_model, d_ff, bias)
                          | linear_weights(gen, "linear2", d_ff, d_model, bias))
         return cases
 
     def run(self, obj, case):
         with quiet():
-            module = load(obj(case["d_model"], case["d_ff"], 0.0, case["activation"],
-                              case["bias"]), case)
-            return {"output": module(case["x"].clone())}
+            module = load(obj(case["d_model"], case["d_ff"], case["dropout"], case["activation"],
+                              case["bias"]), case).train(case["train"])
+            return {"output": module(case["x"])}
 
-    def _by_hand(self, case, activation=None, after=False, act_at_all=True):
+    def _by_hand(self, case, activation=None, after=False, act_at_all=True, drop=None):
+        """The layer written out; ``drop`` zeroes the activations at one place ("input",
+        "hidden": the right one, "output"), as dropout with p = 1 does."""
         w = state(case)
         act = ACTIVATION[activation or case["activation"]] if act_at_all else (lambda t: t)
-        out = F.linear(act(F.linear(case["x"], w["linear1.weight"], w.get("linear1.bias"))),
-                       w["linear2.weight"], w.get("linear2.bias"))
-        return act(out) if after else out
+        x = case["x"] * 0.0 if drop == "input" else case["x"]
+        hidden = act(F.linear(x, w["linear1.weight"], w.get("linear1.bias")))
+        if drop == "hidden":
+            hidden = hidden * 0.0
+        out = F.linear(hidden, w["linear2.weight"], w.get("linear2.bias"))
+        out = act(out) if after else out
+        return out * 0.0 if drop == "output" else out
 
     def expected(self, case):
-        return {"output": self._by_hand(case)}
+        dropped = case["train"] and case["dropout"] == 1.0
+        return {"output": self._by_hand(case, drop="hidden" if dropped else None)}
 
-    def hint(self, case, got):
-        out = got.get("output")
-        for other in ACTIVATION:
-            if other != case["activation"] and close_to(out, self._by_hand(case, other)):
-                return (f"activation ignored: this layer's activation is "
-                        f"{case['activation']!r} (self.activation); look it up in ACTIVATIONS.")
-        if close_to(out, self._by_hand(case, act_at_all=False)):
-            return "apply the activation between the two linear layers."
-        if close_to(out, self._by_hand(case, after=True)):
-            return "the activation goes between the two linear layers only, not after the second."
-        return None
+    def mistakes(self, case):
+        if case["dropout"] and case["train"]:
+            return [
+                ("in training mode the hidden activations go through self.dropout (here "
+                 "p = 1: all dropped, leaving the second layer's bias).",
+                 {"output": self._by_hand(case)}),
+                ("dropout goes on the hidden activations, between the activation and the "
+                 "second linear layer, not on the output.",
+                 {"output": self._by_hand(case, drop="output")}),
+                ("dropout goes on the hidden activations, not on the input.",
+                 {"output": self._by_hand(case, drop="input")}),
+            ]
+        if case["dropout"]:
+            return [("dropout is for training only: in eval mode the layer drops nothing "
+                     "(an nn.Dropout module knows the mode; F.dropout needs to be told).",
+                     {"output": self._by_hand(case, drop="hidden")})]
+        found = [(f"activation ignored: this layer's activation is {case['activation']!r} "
+                  "(self.activation); look it up in ACTIVATIONS.",
+                  {"output": self._by_hand(case, other)})
+                 for other in ACTIVATION if other != case["activation"]]
+        found += [
+            ("apply the activation between the two linear layers.",
+             {"output": self._by_hand(case, act_at_all=False)}),
+            ("the activation goes between the two linear layers only, not after the second.",
+             {"output": self._by_hand(case, after=True)}),
+        ]
+        return found
 
     @property
     def oracle(self):
@@ -232,38 +266,61 @@ class FeedForwardChecker(Checker):
 
 # --- Sublayer.forward -----------------------------------------------------------------------------
 
+SUB_POST, SUB_PRE, SUB_DROPOUT = (
+    "post-norm (norm_first=False): the norm of x plus fn's output",
+    "pre-norm (norm_first=True): x plus fn of the normalised x",
+    "dropout on fn's output before it is added, in training mode only")
+
+
+def sublayer_fn(case: dict[str, Any]):
+    """The case's sublayer function fn(y) = tanh(y W + c) (fn(0) is not 0, so that dropping its
+    input shows)."""
+    weight, bias = case["w.fn"], case["w.fn_bias"]
+    return lambda y: torch.tanh(y @ weight + bias)
+
 
 @register
 class SublayerChecker(Checker):
     name = "Sublayer.forward"
 
     def cases(self, gen, hidden):
-        # (batch, length, d_model, norm_first, bias, eps)
-        shapes = [(2, 3, 8, False, True, 1e-5), (2, 3, 8, True, True, 1e-5)]
+        # (requirement, batch, length, d_model, norm_first, bias, eps, dropout, train)
+        shapes = [(SUB_POST, 2, 3, 8, False, True, 1e-5, 0.0, False),
+                  (SUB_PRE, 2, 3, 8, True, True, 1e-5, 0.0, False),
+                  (SUB_DROPOUT, 2, 3, 8, False, True, 1e-5, 1.0, True),
+                  (SUB_DROPOUT, 2, 3, 8, True, True, 1e-5, 1.0, True),
+                  (SUB_DROPOUT, 2, 3, 8, False, True, 1e-5, 1.0, False)]
         if hidden:
-            shapes += [(3, 1, 16, True, False, 1e-5), (1, 4, 64, False, True, 1e-3),
-                       (2, 5, 4, True, True, 1e-2), (2, 2, 6, False, False, 1e-5)]
+            shapes += [(SUB_PRE, 3, 1, 16, True, False, 1e-5, 0.0, False),
+                       (SUB_POST, 1, 4, 64, False, True, 1e-3, 0.0, False),
+                       (SUB_PRE, 2, 5, 4, True, True, 1e-2, 0.0, False),
+                       (SUB_POST, 2, 2, 6, False, False, 1e-5, 0.0, False),
+                       (SUB_DROPOUT, 3, 2, 16, True, False, 1e-5, 1.0, True),
+                       (SUB_DROPOUT, 1, 5, 16, False, False, 1e-3, 1.0, True),
+                       (SUB_DROPOUT, 2, 4, 16, True, True, 1e-5, 0.5, False)]
         cases = []
-        for batch, length, d_model, norm_first, bias, eps in shapes:
-            cases.append({"x": randn(gen, batch, length, d_model, scale=2.0) + 1.0,
+        for requirement, batch, length, d_model, norm_first, bias, eps, p, train in shapes:
+            cases.append({"requirement": requirement,
+                          "x": randn(gen, batch, length, d_model, scale=2.0) + 1.0,
                           "d_model": d_model, "norm_first": norm_first, "bias": bias,
-                          "eps": eps, "fn": "tanh(y @ W)",
-                          "w.fn": randn(gen, d_model, d_model, scale=d_model ** -0.5)}
+                          "eps": eps, "dropout": p, "train": train, "fn": "tanh(y @ W + c)",
+                          "w.fn": randn(gen, d_model, d_model, scale=d_model ** -0.5),
+                          "w.fn_bias": randn(gen, d_model, scale=0.5)}
                          | norm_weights(gen, "norm", d_model, bias))
         return cases
 
     def run(self, obj, case):
-        fn_weight = case["w.fn"]
         with quiet():
-            module = load(obj(case["d_model"], 0.0, case["norm_first"], case["eps"],
-                              case["bias"]), case, skip=("fn",))
-            return {"output": module(case["x"].clone(), lambda y: torch.tanh(y @ fn_weight))}
+            module = load(obj(case["d_model"], case["dropout"], case["norm_first"], case["eps"],
+                              case["bias"]), case, skip=("fn",)).train(case["train"])
+            return {"output": module(case["x"], sublayer_fn(case))}
 
-    def _by_hand(self, case, norm_first=None, residual=True, norm=True, residual_normed=False):
+    def _by_hand(self, case, norm_first=None, residual=True, norm=True, residual_normed=False,
+                 drop=None):
+        """The sublayer written out; ``drop`` zeroes one tensor ("output": fn's output, the
+        right place; "input": fn's input; "sum": the residual sum), as dropout with p = 1."""
         x, w = case["x"], state(case)
-
-        def fn(y):
-            return torch.tanh(y @ w["fn"])
+        fn = sublayer_fn(case)
 
         def layer_norm(t):
             if not norm:
@@ -271,27 +328,44 @@ class SublayerChecker(Checker):
             return F.layer_norm(t, (case["d_model"],), w["norm.weight"], w.get("norm.bias"),
                                 case["eps"])
 
+        def zero(t, place):
+            return t * 0.0 if drop == place else t
+
         if case["norm_first"] if norm_first is None else norm_first:
             skip = layer_norm(x) if residual_normed else x
-            return (skip if residual else 0.0) + fn(layer_norm(x))
-        return layer_norm((x if residual else 0.0) + fn(x))
+            return zero((skip if residual else 0.0)
+                        + zero(fn(zero(layer_norm(x), "input")), "output"), "sum")
+        return layer_norm(zero((x if residual else 0.0)
+                               + zero(fn(zero(x, "input")), "output"), "sum"))
 
     def expected(self, case):
-        # post-norm: LayerNorm(x + fn(x));  pre-norm: x + fn(LayerNorm(x)).
-        return {"output": self._by_hand(case)}
+        # post-norm: LayerNorm(x + dropout(fn(x)));  pre-norm: x + dropout(fn(LayerNorm(x))).
+        dropped = case["train"] and case["dropout"] == 1.0
+        return {"output": self._by_hand(case, drop="output" if dropped else None)}
 
-    def hint(self, case, got):
-        out = got.get("output")
-        if close_to(out, self._by_hand(case, residual=False)):
-            return "missing residual: add the sublayer's input x to fn's output."
-        if close_to(out, self._by_hand(case, norm_first=not case["norm_first"])):
-            return (f"norm_first={case['norm_first']} ignored: post-norm (False) is "
-                    "norm(x + fn(x)), pre-norm (True) is x + fn(norm(x)); read self.norm_first.")
-        if close_to(out, self._by_hand(case, residual_normed=True)):
-            return "pre-norm: the residual adds the original x, not the normalised one."
-        if close_to(out, self._by_hand(case, norm=False)):
-            return "the layer norm (self.norm) is missing."
-        return None
+    def mistakes(self, case):
+        if case["dropout"] and case["train"]:
+            return [
+                ("in training mode, fn's output goes through self.dropout before it is added "
+                 "(here p = 1: all of it is dropped).", {"output": self._by_hand(case)}),
+                ("dropout goes on fn's output only, not on the residual sum: the residual path "
+                 "must stay whole.", {"output": self._by_hand(case, drop="sum")}),
+                ("dropout goes on fn's output, not on its input.",
+                 {"output": self._by_hand(case, drop="input")}),
+            ]
+        if case["dropout"]:
+            return [("dropout is for training only: in eval mode the sublayer drops nothing.",
+                     {"output": self._by_hand(case, drop="output")})]
+        return [
+            ("missing residual: add the sublayer's input x to fn's output.",
+             {"output": self._by_hand(case, residual=False)}),
+            (f"norm_first={case['norm_first']} ignored: post-norm (False) normalises the sum "
+             "x + fn(x), pre-norm (True) feeds fn the normalised x; read self.norm_first.",
+             {"output": self._by_hand(case, norm_first=not case["norm_first"])}),
+            ("the layer norm (self.norm) is missing.", {"output": self._by_hand(case, norm=False)}),
+        ] + ([("pre-norm: the residual adds the original x, not the normalised one.",
+               {"output": self._by_hand(case, residual_normed=True)})]
+             if case["norm_first"] else [])
 
     @property
     def oracle(self):
@@ -300,27 +374,39 @@ class SublayerChecker(Checker):
 
 # --- EncoderLayer.forward -------------------------------------------------------------------------
 
+#: PyTorch's own layers and stacks, which the layer exercises ask you to build.
+TRANSFORMER_MODULES = ("torch.nn.TransformerEncoderLayer", "torch.nn.TransformerDecoderLayer",
+                       "torch.nn.TransformerEncoder", "torch.nn.TransformerDecoder",
+                       "torch.nn.Transformer", "torch._transformer_encoder_layer_fwd")
+
+EL_POST, EL_PRE, EL_MASK = ("self-attention sublayer, then feed-forward sublayer (post-norm)",
+                            "the same with pre-norm sublayers (norm_first)",
+                            "the mask reaches the self-attention")
+
 
 @register
 class EncoderLayerChecker(Checker):
     name = "EncoderLayer.forward"
     uses = ("PositionwiseFeedForward.forward", "Sublayer.forward")
+    forbidden = TRANSFORMER_MODULES
 
     def cases(self, gen, hidden):
-        specs = [dict(batch=2, length=4, d_model=8, num_heads=2, d_ff=16),
-                 dict(batch=2, length=5, d_model=8, num_heads=2, d_ff=16, activation="gelu",
-                      norm_first=True, mask="padding")]
+        base = dict(batch=2, length=4, d_model=8, num_heads=2, d_ff=16)
+        specs = [(EL_POST, base),
+                 (EL_PRE, base | dict(activation="gelu", norm_first=True)),
+                 (EL_MASK, base | dict(length=5, mask="padding"))]
         if hidden:
-            specs += [dict(batch=2, length=4, d_model=8, num_heads=2, d_ff=16, bias=False,
-                           mask="random"),
-                      dict(batch=2, length=5, d_model=16, num_heads=4, d_ff=32,
-                           activation="gelu", norm_first=True, mask="causal"),
-                      dict(batch=3, length=1, d_model=8, num_heads=2, d_ff=8, norm_first=True),
-                      dict(batch=2, length=6, d_model=64, num_heads=8, d_ff=128,
-                           mask="padding", eps=1e-3)]
+            specs += [(EL_MASK, base | dict(bias=False, mask="random")),
+                      (EL_MASK, dict(batch=2, length=5, d_model=16, num_heads=4, d_ff=32,
+                                     activation="gelu", norm_first=True, mask="causal")),
+                      (EL_PRE, dict(batch=3, length=1, d_model=8, num_heads=2, d_ff=8,
+                                    norm_first=True)),
+                      (EL_POST, dict(batch=2, length=6, d_model=64, num_heads=8, d_ff=128,
+                                     eps=1e-3)),
+                      (EL_MASK, base | dict(length=6, mask="padding", norm_first=True))]
         cases = []
-        for spec in specs:
-            case = layer_case(gen, **spec)
+        for requirement, spec in specs:
+            case = {"requirement": requirement} | layer_case(gen, **spec)
             cases.append(case | layer_weights(gen, "", case))
         return cases
 
@@ -334,29 +420,26 @@ class EncoderLayerChecker(Checker):
         with quiet():
             return {"output": layer.eval()(case["x"], src_mask=mask_for_torch(case)).detach()}
 
-    def hint(self, case, got):
-        out, w = got.get("output"), state(case)
-        mistakes = [
-            ({"use_mask": False}, "pass the mask to self-attention: "
-             "self.self_attn(y, y, y, mask)."),
+    def mistakes(self, case):
+        w = state(case)
+        variants = [
+            ({"use_mask": False}, "the mask never reaches the self-attention: without it "
+             "every position sees the padding."),
             ({"ff_first": True}, "self-attention comes first, then the feed-forward network."),
-            ({"skip_ff": True}, "the feed-forward sublayer is missing (self.ff_block with "
-             "self.feed_forward)."),
-            ({"shared_norm": True}, "each sublayer has its own layer norm: attn_block around the "
-             "attention, ff_block around the feed-forward network."),
+            ({"skip_ff": True}, "the feed-forward sublayer is missing."),
+            ({"shared_norm": True}, "each sublayer has its own layer norm: one block around "
+             "the attention, another around the feed-forward network."),
             ({"attn_on_x": True}, "inside a sublayer, attend over the input the sublayer hands "
-             "to fn (lambda y: self.self_attn(y, y, y, mask)), not over x."),
-            ({"residual": False}, "missing residual: use the sublayers (self.attn_block, "
-             "self.ff_block), which add their input back."),
+             "to fn (in pre-norm, the normalised x), not over the layer's x."),
+            ({"residual": False}, "missing residual: the sublayer blocks add their input back; "
+             "let them do the work."),
             ({"norm_first": not case["norm_first"]}, f"norm_first={case['norm_first']} "
-             "ignored: let the sublayers (self.attn_block, self.ff_block) arrange the norm."),
+             "ignored: let the sublayer blocks arrange the norm."),
         ]
-        for mistake, message in mistakes:
-            if "use_mask" in mistake and "mask" not in case:
-                continue
-            if close_to(out, layer_by_hand(w, case, case["x"], case.get("mask"), **mistake)):
-                return message
-        return None
+        return [(message, {"output": layer_by_hand(w, case, case["x"], case.get("mask"),
+                                                   **mistake)})
+                for mistake, message in variants
+                if "use_mask" not in mistake or "mask" in case]
 
     @property
     def oracle(self):
@@ -366,24 +449,35 @@ class EncoderLayerChecker(Checker):
 # --- Encoder.forward ------------------------------------------------------------------------------
 
 
+ENC_ORDER, ENC_NORM, ENC_MASK = ("every layer once, in order", "the final norm when there is one",
+                                "the mask reaches every layer")
+
+
 @register
 class EncoderChecker(Checker):
     name = "Encoder.forward"
     uses = ("EncoderLayer.forward",)
+    forbidden = TRANSFORMER_MODULES
 
     def cases(self, gen, hidden):
-        specs = [dict(num_layers=2, final_norm=False),
-                 dict(num_layers=2, final_norm=True, norm_first=True, mask="padding")]
+        specs = [(ENC_ORDER, dict(num_layers=2, final_norm=False)),
+                 (ENC_NORM, dict(num_layers=2, final_norm=True, norm_first=True)),
+                 (ENC_MASK, dict(num_layers=2, final_norm=False, mask="padding"))]
         if hidden:
-            specs += [dict(num_layers=3, final_norm=True, activation="gelu", mask="random"),
-                      dict(num_layers=1, final_norm=False, norm_first=True, length=1),
-                      dict(num_layers=2, final_norm=True, norm_first=True, bias=False,
-                           mask="causal", d_model=16, num_heads=4)]
+            specs += [(ENC_MASK, dict(num_layers=3, final_norm=True, activation="gelu",
+                                      mask="random")),
+                      (ENC_ORDER, dict(num_layers=1, final_norm=False, norm_first=True,
+                                       length=1)),
+                      (ENC_ORDER, dict(num_layers=3, final_norm=False, d_model=16,
+                                       num_heads=4)),
+                      (ENC_NORM, dict(num_layers=2, final_norm=True, norm_first=True,
+                                      bias=False, mask="causal", d_model=16, num_heads=4))]
         cases = []
-        for spec in specs:
+        for requirement, spec in specs:
             spec = dict(batch=2, length=4, d_model=8, num_heads=2, d_ff=16) | spec
             layers, final = spec.pop("num_layers"), spec.pop("final_norm")
-            case = layer_case(gen, **spec) | {"num_layers": layers, "final_norm": final}
+            case = ({"requirement": requirement} | layer_case(gen, **spec)
+                    | {"num_layers": layers, "final_norm": final})
             for i in range(layers):
                 case |= layer_weights(gen, f"layers.{i}.", case)
             if final:  # Encoder's final norm is a plain nn.LayerNorm(d_model), with a bias
@@ -432,18 +526,24 @@ class EncoderChecker(Checker):
                 x = norm(x)
         return norm(x) if final_norm and not norm_each else x
 
-    def hint(self, case, got):
-        out, layers = got.get("output"), case["num_layers"]
-        if case["final_norm"] and close_to(out, self._by_hand(case, final_norm=False)):
-            return "the final norm is missing: apply self.norm after the last layer if it is set."
-        if "mask" in case and close_to(out, self._by_hand(case, use_mask=False)):
-            return "pass the mask to every layer: layer(x, mask)."
-        if case["final_norm"] and layers > 1 and close_to(out, self._by_hand(case, norm_each=True)):
-            return "the final norm comes once, after the last layer, not after every layer."
+    def mistakes(self, case):
+        layers = case["num_layers"]
+        found = []
+        if case["final_norm"]:
+            found.append(("the final norm is missing: when the encoder has one (self.norm), "
+                          "it comes after the last layer.",
+                          {"output": self._by_hand(case, final_norm=False)}))
+            if layers > 1:
+                found.append(("the final norm comes once, after the last layer, not after "
+                              "every layer.", {"output": self._by_hand(case, norm_each=True)}))
+        if "mask" in case:
+            found.append(("pass the mask to every layer.",
+                          {"output": self._by_hand(case, use_mask=False)}))
         for order in ([0] * layers, [layers - 1], [0], list(range(layers))[::-1]):
-            if order != list(range(layers)) and close_to(out, self._by_hand(case, order=order)):
-                return "run every layer of self.layers once, in order (each has its own weights)."
-        return None
+            if order != list(range(layers)):
+                found.append(("run every layer of self.layers once, in order (each has its "
+                              "own weights).", {"output": self._by_hand(case, order=order)}))
+        return found
 
     @property
     def oracle(self):

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .core import Checker, close_to, namespace_of, randint, randn, random_mask, register
+from .ch04 import TRANSFORMER_MODULES
+from .core import Checker, namespace_of, randint, randn, random_mask, register
 
 # --- weights, as the course's modules name them ------------------------------------------------
 
@@ -291,41 +292,57 @@ def _kv_cache_class(obj: Any) -> type:
 # --- the checkers -----------------------------------------------------------------------------
 
 
+CM_VALUES, CM_DEVICE = ("True on and below the diagonal, a boolean (L, L) mask",
+                        "built on `device` when one is given")
+
+
 @register
 class CausalMaskChecker(Checker):
     name = "causal_mask"
 
     def cases(self, gen, hidden):
-        cases = [{"length": 4}, {"length": 7}]
+        cases = [{"requirement": CM_VALUES, "length": 4}, {"requirement": CM_VALUES, "length": 7},
+                 {"requirement": CM_DEVICE, "length": 3, "device": "meta"}]
         if hidden:
-            cases += [{"length": 1}, {"length": 2}, {"length": randint(gen, 10, 20)}]
+            cases += [{"requirement": CM_VALUES, "length": 1},
+                      {"requirement": CM_VALUES, "length": 2},
+                      {"requirement": CM_VALUES, "length": randint(gen, 10, 20)},
+                      {"requirement": CM_DEVICE, "length": randint(gen, 5, 9), "device": "meta"}]
         return cases
 
     def run(self, obj, case):
+        if "device" in case:
+            return {"mask": obj(case["length"], device=case["device"])}
         return {"mask": obj(case["length"])}
 
     def expected(self, case):
         # Query i (row) may see key j (column) when j <= i: the lower triangle, diagonal included.
-        return {"mask": torch.tril(torch.ones(case["length"], case["length"])).bool()}
+        n = case["length"]
+        return {"mask": torch.tril(torch.ones(n, n, device=case.get("device"))).bool()}
 
-    def hint(self, case, got):
-        mask, n = got.get("mask"), case["length"]
-        if not isinstance(mask, Tensor) or mask.shape != (n, n):
-            return None
-        mask = mask.bool()
-        ones = torch.ones(n, n)
-        if bool((mask == torch.tril(ones, -1).bool()).all()):
-            return ("off by one: the diagonal must be True (position i may attend to itself); "
-                    "use tril(), not tril(-1).")
-        if bool((mask == torch.tril(ones, 1).bool()).all()):
-            return "off by one: position i may not see position i + 1 (use tril(), not tril(1))."
-        if bool((mask == torch.triu(ones).bool()).all()) or \
-                bool((mask == ~torch.tril(ones).bool()).all()) or \
-                bool((mask == torch.triu(ones, 1).bool()).all()):
-            return ("the mask is inverted or transposed: True (allowed) must be on and below "
+    def mistakes(self, case):
+        if "device" in case:
+            return []
+        ones = torch.ones(case["length"], case["length"])
+        inverted = ("the mask is inverted or transposed: True (allowed) must be on and below "
                     "the diagonal (row = query, column = key).")
-        if got["mask"].dtype != torch.bool:
-            return "return a boolean mask (dtype=torch.bool)."
+        return [
+            ("off by one: the diagonal must be True (position i may attend to itself).",
+             {"mask": torch.tril(ones, -1).bool()}),
+            ("off by one: position i may not see position i + 1.",
+             {"mask": torch.tril(ones, 1).bool()}),
+            (inverted, {"mask": torch.triu(ones).bool()}),
+            (inverted, {"mask": ~torch.tril(ones).bool()}),
+            (inverted, {"mask": torch.triu(ones, 1).bool()}),
+        ]
+
+    def symptom(self, case, got):
+        mask = got.get("mask")
+        if isinstance(mask, Tensor) and mask.dtype != torch.bool:
+            return "return a boolean mask (dtype torch.bool)."
+        if isinstance(mask, Tensor) and "device" in case and mask.device.type != case["device"]:
+            return ("create the mask on the `device` you are given: a tensor made from "
+                    "scratch lands on the CPU unless told otherwise.")
         return None
 
     @property
@@ -333,6 +350,10 @@ class CausalMaskChecker(Checker):
         def causal_mask(length, device=None):
             return torch.tril(torch.ones(length, length, device=device)).bool()
         return causal_mask
+
+
+TM_VALUES, TM_DEVICE = ("causal AND hiding padding keys (any pad_id), shape (B, 1, T, T)",
+                        "on the tokens' device")
 
 
 @register
@@ -346,11 +367,18 @@ class TargetMaskChecker(Checker):
             ids = torch.randint(pad_id + 1, pad_id + 10, (batch, length), generator=gen)
             return ids.masked_fill(~real, pad_id)
 
-        cases = [{"tokens": tokens(3, 5, 0), "pad_id": 0}]
+        def meta(batch, length):
+            return torch.zeros(batch, length, dtype=torch.long, device="meta")
+
+        cases = [{"requirement": TM_VALUES, "tokens": tokens(3, 5, 0), "pad_id": 0},
+                 {"requirement": TM_VALUES, "tokens": tokens(2, 4, 3), "pad_id": 3},
+                 {"requirement": TM_DEVICE, "tokens": meta(2, 3), "pad_id": 0}]
         if hidden:
-            cases += [{"tokens": tokens(1, 1, 0), "pad_id": 0},
-                      {"tokens": tokens(4, 8, 3), "pad_id": 3},
-                      {"tokens": torch.arange(3, 9).view(2, 3), "pad_id": 0}]
+            cases += [{"requirement": TM_VALUES, "tokens": tokens(1, 1, 0), "pad_id": 0},
+                      {"requirement": TM_VALUES, "tokens": tokens(4, 8, 3), "pad_id": 3},
+                      {"requirement": TM_VALUES, "tokens": torch.arange(3, 9).view(2, 3),
+                       "pad_id": 0},
+                      {"requirement": TM_DEVICE, "tokens": meta(3, 6), "pad_id": 2}]
         return cases
 
     def run(self, obj, case):
@@ -360,31 +388,42 @@ class TargetMaskChecker(Checker):
         tokens = case["tokens"]
         t = tokens.shape[1]
         key_is_real = (tokens != case["pad_id"]).view(tokens.shape[0], 1, 1, t)
-        return {"mask": torch.logical_and(key_is_real, torch.tril(torch.ones(t, t)).bool())}
+        causal = torch.tril(torch.ones(t, t, device=tokens.device)).bool()
+        return {"mask": torch.logical_and(key_is_real, causal)}
 
-    def hint(self, case, got):
-        mask = got.get("mask")
-        if not isinstance(mask, Tensor):
-            return None
+    def mistakes(self, case):
         tokens, pad = case["tokens"], case["pad_id"]
+        if tokens.device.type == "meta":
+            return []
         t = tokens.shape[1]
-        exp = self.expected(case)["mask"]
         real = tokens != pad
-        try:
-            full = mask.bool().expand(exp.shape)
-        except RuntimeError:
-            return "return shape (batch, 1, T, T): padding (batch, 1, 1, T) & causal (T, T)."
-        if bool((full == tril(t).expand(exp.shape)).all()):
-            return "the padding part is missing: also hide keys that are padding (pad_id)."
-        if bool((full == real[:, None, None, :].expand(exp.shape)).all()):
-            return "the causal part is missing: combine the padding mask with causal_mask(T)."
-        if bool((full == (real[:, None, :, None] & tril(t)).expand(exp.shape)).all()):
-            return ("padding must hide keys (the last axis), not queries: use "
-                    "padding_mask(tokens, pad_id), shaped (B, 1, 1, T).")
-        if bool((full == (real[:, None, None, :] | tril(t)).expand(exp.shape)).all()):
-            return "combine the two masks with AND (&): allowed only if both allow it."
-        if tuple(mask.shape) != tuple(exp.shape):
-            return "return shape (batch, 1, T, T): padding (batch, 1, 1, T) & causal (T, T)."
+        found = [
+            ("the padding part is missing: also hide keys that are padding (pad_id).",
+             {"mask": tril(t).expand(tokens.shape[0], 1, t, t)}),
+            ("the causal part is missing: combine the padding mask with a causal one.",
+             {"mask": real[:, None, None, :].expand(-1, 1, t, t)}),
+            ("padding must hide keys (the last axis), not queries: the padding part has the "
+             "shape (B, 1, 1, T).", {"mask": real[:, None, :, None] & tril(t)}),
+            ("combine the two masks with AND: allowed only if both allow it.",
+             {"mask": real[:, None, None, :] | tril(t)}),
+        ]
+        if pad != 0:
+            found.append(("use the pad_id you are given: padding is not always id 0.",
+                          {"mask": (tokens != 0)[:, None, None, :] & tril(t)}))
+        return found
+
+    def symptom(self, case, got):
+        mask, tokens = got.get("mask"), case["tokens"]
+        t = tokens.shape[1]
+        if isinstance(mask, Tensor) and mask.dim() == 4 and t > 1 and mask.shape[2] == 1:
+            return ("the causal part is missing: each query row needs its own keys, combine "
+                    "the padding mask with a causal one.")
+        if isinstance(mask, Tensor) and mask.dim() != 4:
+            return ("return shape (batch, 1, T, T): a padding mask (batch, 1, 1, T) combined "
+                    "with a causal (T, T) one broadcasts to it.")
+        if isinstance(mask, Tensor) and mask.device.type != tokens.device.type:
+            return ("build the mask on the tokens' device: a tensor made from scratch lands on "
+                    "the CPU unless told otherwise.")
         return None
 
     @property
@@ -396,24 +435,40 @@ class TargetMaskChecker(Checker):
         return target_mask
 
 
+DL_VALUES, DL_MASKS, DL_CACHE = (
+    "self-attention, cross-attention over memory, feed-forward, each in its sublayer",
+    "self_mask reaches the self-attention, memory_mask the cross-attention",
+    "step by step with the cache, the same as the full pass (self-attention appends, "
+    "cross-attention computes the memory's keys once)")
+
+
 @register
 class DecoderLayerChecker(Checker):
     name = "DecoderLayer.forward"
+    forbidden = TRANSFORMER_MODULES
 
     def cases(self, gen, hidden):
         cases = [
-            layer_case(gen, batch=2, t=5, s=5, self_mask="target"),
-            layer_case(gen, batch=2, t=4, s=6, heads=4, norm_first=True, activation="gelu",
-                       mode="cached"),
+            {"requirement": DL_VALUES} | layer_case(gen, batch=2, t=4, s=5, d=8, d_ff=16,
+                                                    self_mask="none", memory_mask=False),
+            {"requirement": DL_MASKS} | layer_case(gen, batch=2, t=5, s=5, d=8, d_ff=16,
+                                                   self_mask="target"),
+            {"requirement": DL_CACHE} | layer_case(gen, batch=2, t=4, s=6, d=8, d_ff=16,
+                                                   heads=2, norm_first=True,
+                                                   activation="gelu", mode="cached"),
         ]
         if hidden:
             cases += [
-                layer_case(gen, batch=3, t=6, s=3, d=24, heads=3, bias=False, self_mask="none",
-                           memory_mask=False),
-                layer_case(gen, batch=1, t=1, s=7, norm_first=True),
-                layer_case(gen, batch=3, t=5, s=4, mode="cached"),
-                layer_case(gen, batch=2, t=4, s=4, heads=4, self_mask="random",
-                           activation="gelu"),
+                {"requirement": DL_VALUES} | layer_case(gen, batch=3, t=6, s=3, d=24, heads=3,
+                                                        bias=False, self_mask="none",
+                                                        memory_mask=False),
+                {"requirement": DL_VALUES} | layer_case(gen, batch=1, t=1, s=7,
+                                                        norm_first=True, self_mask="none",
+                                                        memory_mask=False),
+                {"requirement": DL_MASKS} | layer_case(gen, batch=2, t=4, s=4, heads=4,
+                                                       self_mask="random", activation="gelu"),
+                {"requirement": DL_MASKS} | layer_case(gen, batch=2, t=3, s=6, norm_first=True),
+                {"requirement": DL_CACHE} | layer_case(gen, batch=3, t=5, s=4, mode="cached"),
             ]
         return cases
 
@@ -443,52 +498,51 @@ class DecoderLayerChecker(Checker):
             result["cross_cache_len"] = torch.tensor(case["memory"].shape[1])
         return result
 
-    def hint(self, case, got):
-        if case["mode"] == "cached":
-            t, s = case["x"].shape[1], case["memory"].shape[1]
-            if not close_to(got.get("self_cache_len"), torch.tensor(t).float()):
-                return ("step by step, the self-attention must get the cache's first part: "
-                        "self.self_attn(y, y, y, self_mask, cache=self_cache); each step "
-                        "appends one key/value.")
-            if not close_to(got.get("cross_cache_len"), torch.tensor(s).float()):
-                return ("the cross-attention must get the cache's second part with "
-                        "static_kv=True, so the memory's keys/values are computed once.")
-        w, out = weights_of(case), got.get("output")
+    def mistakes(self, case):
+        w = weights_of(case)
         cfg = {k: case[k] for k in LAYER_CFG}
         self_mask = tril(case["x"].shape[1]) if case["mode"] == "cached" else case.get("self_mask")
+        memory_mask = case.get("memory_mask")
 
         def variant(**kw):
             try:
                 return decoder_layer_fn(w, cfg, case["x"], case["memory"], self_mask,
-                                        case.get("memory_mask"), **kw)
+                                        memory_mask, **kw)
             except RuntimeError:
                 return None
 
-        def like(**kw):
-            ref = variant(**kw)
-            return ref is not None and close_to(out, ref)
-
-        if like(cross_kv="x"):
-            return ("the cross-attention's keys and values must come from the encoder's "
-                    "`memory`, not from the decoder's own states: cross_attn(y, memory, memory, "
-                    "memory_mask).")
-        if like(swap_masks=True):
-            return ("the masks are swapped: self_mask goes to the self-attention, memory_mask "
-                    "to the cross-attention.")
+        found = [
+            ("the cross-attention's keys and values come from the encoder's `memory`, not "
+             "from the decoder's own states.", variant(cross_kv="x")),
+        ]
+        if self_mask is not None and memory_mask is not None:
+            found.append(("the masks are swapped: self_mask belongs to the self-attention, "
+                          "memory_mask to the cross-attention.", variant(swap_masks=True)))
         names = ("self-attention", "cross-attention", "feed-forward")
         for i, name in enumerate(names):
             modes = ["normal"] * 3
             modes[i] = "bare"
-            if like(modes=tuple(modes)):
-                return (f"the {name} has no residual connection / norm: wrap it in its "
-                        "sublayer, x = block(x, lambda y: ...).")
+            found.append((f"the {name} has no residual connection and norm: wrap it in its "
+                          "sublayer block.", variant(modes=tuple(modes))))
             modes[i] = "skip"
-            if like(modes=tuple(modes)):
-                return (f"the {name} sublayer's result is lost: each sublayer's output is the "
-                        "next one's input (x = block(x, ...)).")
-        if (self_mask is not None or case.get("memory_mask") is not None) and close_to(
-                out, decoder_layer_fn(w, cfg, case["x"], case["memory"])):
-            return "pass the masks on to the attention layers (self_mask, memory_mask)."
+            found.append((f"the {name} sublayer's result is lost: each sublayer's output is "
+                          "the next one's input.", variant(modes=tuple(modes))))
+        if self_mask is not None or memory_mask is not None:
+            found.append(("pass the masks on to the attention layers (self_mask, memory_mask).",
+                          decoder_layer_fn(w, cfg, case["x"], case["memory"])))
+        return [(hint, {"output": out}) for hint, out in found if out is not None]
+
+    def symptom(self, case, got):
+        if case["mode"] != "cached":
+            return None
+        t, s = case["x"].shape[1], case["memory"].shape[1]
+        self_len, cross_len = got.get("self_cache_len"), got.get("cross_cache_len")
+        if isinstance(self_len, Tensor) and int(self_len) != t:
+            return ("step by step, the self-attention gets the first cache of the pair: each "
+                    "step appends one key/value to it.")
+        if isinstance(cross_len, Tensor) and int(cross_len) != s:
+            return ("the cross-attention gets the second cache of the pair, marked static, so "
+                    "that the memory's keys/values are computed once.")
         return None
 
     @property
@@ -496,23 +550,34 @@ class DecoderLayerChecker(Checker):
         return oracle_decoder_layer
 
 
+DEC_ORDER, DEC_CACHE = ("every layer in order, then the final norm when there is one",
+                        "with a cache, layer i gets the i-th cache pair")
+
+
 @register
 class DecoderChecker(Checker):
     name = "Decoder.forward"
     uses = ("DecoderLayer.forward",)
+    forbidden = TRANSFORMER_MODULES
 
     def cases(self, gen, hidden):
         cases = [
-            layer_case(gen, batch=2, t=5, s=4, layers=2, final_norm=True, self_mask="target"),
-            layer_case(gen, batch=2, t=4, s=5, layers=2, final_norm=True, norm_first=True,
-                       mode="cached"),
+            {"requirement": DEC_ORDER} | layer_case(gen, batch=2, t=5, s=4, d=8, d_ff=16,
+                                                    layers=2, final_norm=True,
+                                                    self_mask="target"),
+            {"requirement": DEC_CACHE} | layer_case(gen, batch=2, t=4, s=5, d=8, d_ff=16,
+                                                    layers=2, final_norm=True, norm_first=True,
+                                                    mode="cached"),
         ]
         if hidden:
             cases += [
-                layer_case(gen, batch=3, t=3, s=6, layers=1, final_norm=False),
-                layer_case(gen, batch=1, t=6, s=3, layers=3, heads=4, final_norm=False,
-                           self_mask="none", memory_mask=False, activation="gelu"),
-                layer_case(gen, batch=3, t=5, s=4, layers=3, final_norm=True, mode="cached"),
+                {"requirement": DEC_ORDER} | layer_case(gen, batch=3, t=3, s=6, layers=1,
+                                                        final_norm=False),
+                {"requirement": DEC_ORDER} | layer_case(
+                    gen, batch=1, t=6, s=3, layers=3, heads=4, final_norm=False,
+                    self_mask="none", memory_mask=False, activation="gelu"),
+                {"requirement": DEC_CACHE} | layer_case(gen, batch=3, t=5, s=4, layers=3,
+                                                        final_norm=True, mode="cached"),
             ]
         return cases
 
@@ -559,23 +624,17 @@ class DecoderChecker(Checker):
             result["cache_lengths"] = torch.tensor([[t, s]] * case["num_layers"])
         return result
 
-    def hint(self, case, got):
-        if case["mode"] == "cached":
-            lengths = got.get("cache_lengths")
-            exp = self.expected(case)["cache_lengths"]
-            if isinstance(lengths, Tensor) and lengths.shape == exp.shape and \
-                    not bool((lengths == exp).all()):
-                if not bool(lengths.any()):
-                    return "pass each layer its cache pair: layer(..., cache=cache[i])."
-                return "give layer i its own cache pair, cache[i] (not the same pair to all)."
+    def mistakes(self, case):
         layers, norm, self_mask, _ = self._torch_outputs(case)
-        out, h = got.get("output"), case["num_heads"]
+        h = case["num_heads"]
         x, memory, memory_mask = case["x"], case["memory"], case.get("memory_mask")
+        if case["mode"] == "cached":
+            return []  # read from the cache lengths (symptom)
         chained = torch_decoder_stack(layers, x, memory, h, self_mask, memory_mask)
+        found = []
         if norm is not None:
-            with torch.no_grad():
-                if close_to(out, chained[-1]):
-                    return "apply the final norm (self.norm) after the last layer when it exists."
+            found.append(("the final norm is missing: when the decoder has one (self.norm), "
+                          "it comes after the last layer.", chained[-1]))
         separate = [torch_decoder_stack([layer], x, memory, h, self_mask, memory_mask)[-1]
                     for layer in layers]
         first_only = torch_decoder_stack([layers[0]] * len(layers), x, memory, h, self_mask,
@@ -584,9 +643,21 @@ class DecoderChecker(Checker):
             candidates = separate + [first_only] + chained[:-1]
             if norm is not None:
                 candidates += [norm(c) for c in candidates]
-        if len(layers) > 1 and any(close_to(out, c) for c in candidates):
-            return ("run every layer of self.layers in order, each on the previous layer's "
-                    "output (x = layer(x, memory, ...)).")
+        if len(layers) > 1:
+            found += [("run every layer of self.layers in order, each on the previous layer's "
+                       "output.", c) for c in candidates]
+        return [(hint, {"output": out.detach()}) for hint, out in found]
+
+    def symptom(self, case, got):
+        lengths = got.get("cache_lengths")
+        if case["mode"] != "cached" or not isinstance(lengths, Tensor):
+            return None
+        if lengths.shape == (case["num_layers"], 2) and not bool(lengths.any()):
+            return "pass each layer its own cache pair from the list."
+        if lengths.shape == (case["num_layers"], 2) and bool((lengths[:, 0] > 0).any()) and (
+                int(lengths[:, 0].max()) != case["x"].shape[1]
+                or bool((lengths[:, 0] == 0).any())):
+            return "give layer i its own cache pair, the i-th of the list (not one pair to all)."
         return None
 
     @property

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .ch04 import TRANSFORMER_MODULES
 from .ch05 import (
     decoder_layer_fn,
     encoder_layer_fn,
@@ -31,7 +32,7 @@ from .ch05 import (
     tril,
     weights_of,
 )
-from .core import Checker, close_to, namespace_of, randn, random_mask, register
+from .core import Checker, Missing, namespace_of, randn, random_mask, register
 
 BOS, EOS = 1, 2  # the course's special ids (PAD is the model's pad_id, 0 unless a case says)
 
@@ -78,15 +79,17 @@ def tokens_with_padding(gen: torch.Generator, batch: int, length: int, vocab: in
 
 
 def build_model(cls: type, case: dict[str, Any]) -> nn.Module:
-    """The notebook's Transformer with the case's settings and weights, in eval mode."""
+    """The notebook's Transformer with the case's settings and weights, in eval mode (in
+    training mode if the case says ``train``), with the case's dropout (0 unless it says)."""
     model = cls(case["src_vocab"], case["tgt_vocab"], d_model=case["d_model"],
                 num_heads=case["num_heads"], num_encoder_layers=case["enc_layers"],
-                num_decoder_layers=case["dec_layers"], d_ff=case["d_ff"], dropout=0.0,
+                num_decoder_layers=case["dec_layers"], d_ff=case["d_ff"],
+                dropout=case.get("dropout", 0.0),
                 activation=case["activation"], norm_first=case["norm_first"],
                 final_norm=case["final_norm"], positional=case["positional"],
                 max_len=case["max_positions"], pad_id=case["pad_id"])
     model.load_state_dict(weights_of(case))
-    return model.eval()
+    return model.train(case.get("train", False))
 
 
 def _notebook(obj: Any, name: str) -> Any:
@@ -176,6 +179,29 @@ class TorchTransformer:
         return (src != self.case["pad_id"])[:, None, None, :]
 
 
+def all_dropped(case: dict[str, Any], stack: str, x: Tensor) -> Tensor:
+    """The encoder's or decoder's output on ``x`` in training mode with dropout p = 1: every
+    sublayer's contribution is dropped, so a post-norm layer only normalises (each block's norm
+    in turn) and a pre-norm layer passes x through; then the final norm if there is one."""
+    w, d = weights_of(case, stack + "."), case["d_model"]
+    blocks = (("self_attn_block", "cross_attn_block", "ff_block") if stack == "decoder"
+              else ("attn_block", "ff_block"))
+    for i in range(case["dec_layers" if stack == "decoder" else "enc_layers"]):
+        if not case["norm_first"]:
+            for block in blocks:
+                name = f"layers.{i}.{block}.norm"
+                x = F.layer_norm(x, (d,), w[f"{name}.weight"], w.get(f"{name}.bias"))
+    if case["final_norm"]:
+        x = F.layer_norm(x, (d,), w["norm.weight"], w.get("norm.bias"))
+    return x
+
+
+def positions_only(ref: TorchTransformer, side: str, ids: Tensor, offset: int = 0) -> Tensor:
+    """The positional encodings alone (what is left when dropout drops the embeddings before
+    the positions are added)."""
+    return ref.embed(side, ids, offset) - ref.embed(side, ids, offset, positions="none")
+
+
 # --- oracles: the Transformer's methods written with PyTorch ops on the model's weights ----------
 
 
@@ -195,10 +221,18 @@ def _final_norm(norm: nn.Module | None, x: Tensor) -> Tensor:
     return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 
+def _embed_dropout(model: nn.Module, x: Tensor) -> Tensor:
+    dropout = getattr(model, "embed_dropout", None)
+    p = dropout.p if isinstance(dropout, nn.Dropout) else 0.0
+    return F.dropout(x, p, training=model.training)
+
+
 def oracle_encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor:
     if src_mask is None:
         src_mask = (src != self.pad_id)[:, None, None, :]
-    x = _embed(self, "src", src, 0)
+    x = _embed_dropout(self, _embed(self, "src", src, 0))
+    if self.training:  # the provided encoder, with its dropout
+        return self.encoder(x, src_mask)
     for layer in self.encoder.layers:
         x = encoder_layer_fn(dict(layer.named_parameters()), layer_config(layer), x, src_mask)
     return _final_norm(self.encoder.norm, x)
@@ -211,7 +245,10 @@ def oracle_decode(self, tgt: Tensor, memory: Tensor, memory_mask: Tensor | None 
         t = tgt.shape[1]
         causal = torch.tril(torch.ones(t, t, device=tgt.device)).bool()
         tgt_mask = (tgt != self.pad_id)[:, None, None, :] & causal
-    x = _embed(self, "tgt", tgt, offset)
+    x = _embed_dropout(self, _embed(self, "tgt", tgt, offset))
+    if self.training:  # the provided decoder, with its dropout
+        x = self.decoder(x, memory, tgt_mask, memory_mask, cache)
+        return F.linear(x, self.generator.weight, self.generator.bias)
     for i, layer in enumerate(self.decoder.layers):
         x = decoder_layer_fn(dict(layer.named_parameters()), layer_config(layer), x, memory,
                              tgt_mask, memory_mask, cache[i] if cache is not None else None)
@@ -227,25 +264,49 @@ def oracle_forward(self, src: Tensor, tgt: Tensor) -> Tensor:
 # --- the Transformer's methods ----------------------------------------------------------------------
 
 
+EN_VALUES, EN_MASK, EN_DROPOUT = (
+    "embed (scaled by sqrt(d_model)), add positions, encode with the source padding mask",
+    "a given src_mask is used",
+    "dropout on the embeddings plus positions, in training mode only")
+
+#: PyTorch's layers and stacks, which the model is built without.
+TRANSFORMER_CALLS = TRANSFORMER_MODULES
+
+
 @register
 class EncodeChecker(Checker):
     name = "Transformer.encode"
+    forbidden = TRANSFORMER_CALLS
 
     def cases(self, gen, hidden):
         cases = [
-            {**model_case(gen), "src": tokens_with_padding(gen, 2, 6, 12, 0)},
-            {**model_case(gen, enc_layers=2, norm_first=True, final_norm=True,
-                          positional="learned"),
+            {"requirement": EN_VALUES, **model_case(gen),
+             "src": tokens_with_padding(gen, 2, 6, 12, 0)},
+            {"requirement": EN_MASK, **model_case(gen, enc_layers=2, norm_first=True,
+                                                  final_norm=True, positional="learned"),
              "src": tokens_with_padding(gen, 3, 5, 12, 0),
              "src_mask": random_mask(gen, (3, 1, 1, 5), p_allowed=0.6)},
+            {"requirement": EN_DROPOUT, **model_case(gen), "dropout": 1.0, "train": True,
+             "src": tokens_with_padding(gen, 2, 5, 12, 0)},
+            {"requirement": EN_DROPOUT, **model_case(gen), "dropout": 1.0, "train": False,
+             "src": tokens_with_padding(gen, 2, 5, 12, 0)},
         ]
         if hidden:
             cases += [
-                {**model_case(gen, pad_id=3, activation="gelu"),
+                {"requirement": EN_VALUES, **model_case(gen, pad_id=3, activation="gelu"),
                  "src": tokens_with_padding(gen, 3, 7, 12, 3)},
-                {**model_case(gen, final_norm=True), "src": tokens_with_padding(gen, 1, 1, 12, 0)},
-                {**model_case(gen, d=32, heads=4, enc_layers=2, vocab=15),
+                {"requirement": EN_VALUES, **model_case(gen, final_norm=True),
+                 "src": tokens_with_padding(gen, 1, 1, 12, 0)},
+                {"requirement": EN_VALUES, **model_case(gen, d=32, heads=4, enc_layers=2,
+                                                        vocab=15),
                  "src": tokens_with_padding(gen, 2, 12, 15, 0)},
+                {"requirement": EN_MASK, **model_case(gen, pad_id=2),
+                 "src": tokens_with_padding(gen, 2, 6, 12, 2),
+                 "src_mask": random_mask(gen, (2, 1, 1, 6), p_allowed=0.5)},
+                {"requirement": EN_DROPOUT, **model_case(gen, enc_layers=2, final_norm=True),
+                 "dropout": 1.0, "train": True, "src": tokens_with_padding(gen, 3, 4, 12, 0)},
+                {"requirement": EN_DROPOUT, **model_case(gen, positional="learned"),
+                 "dropout": 0.7, "train": False, "src": tokens_with_padding(gen, 2, 3, 12, 0)},
             ]
         return cases
 
@@ -260,21 +321,42 @@ class EncodeChecker(Checker):
         return case["src_mask"] if "src_mask" in case else ref.source_mask(case["src"])
 
     def expected(self, case):
-        ref = TorchTransformer(case)
-        return {"memory": ref.encode(case["src"], self._mask(case, ref))}
+        ref, src = TorchTransformer(case), case["src"]
+        if case.get("train") and case.get("dropout") == 1.0:
+            return {"memory": all_dropped(case, "encoder", ref.embed("src", src) * 0.0)}
+        return {"memory": ref.encode(src, self._mask(case, ref))}
 
-    def hint(self, case, got):
-        ref, out, src = TorchTransformer(case), got.get("memory"), case["src"]
+    def mistakes(self, case):
+        ref, src = TorchTransformer(case), case["src"]
         mask = self._mask(case, ref)
-        if close_to(out, ref.encode(src, mask, scale=False)):
-            return ("the embeddings are not scaled by sqrt(d_model): use self.src_embed(src), "
-                    "which scales them.")
-        if close_to(out, ref.encode(src, mask, positions="none")):
-            return "add the positional encoding: self.src_pos(self.src_embed(src))."
-        if close_to(out, ref.encode(src, None)):
-            return "the encoder needs the source padding mask (self.src_mask(src) by default)."
-        if "src_mask" in case and close_to(out, ref.encode(src, ref.source_mask(src))):
-            return "use the src_mask argument when it is given (build one only when it is None)."
+        if case.get("dropout"):
+            if case.get("train"):
+                return [
+                    ("in training mode the embeddings (with their positions) go through the "
+                     "model's embedding dropout (here p = 1: all dropped) before the encoder.",
+                     {"memory": all_dropped(case, "encoder", ref.embed("src", src))}),
+                    ("dropout comes after the positions are added, not between the embedding "
+                     "and the positions.",
+                     {"memory": all_dropped(case, "encoder", positions_only(ref, "src", src))}),
+                ]
+            return []
+        found = [
+            ("the embeddings are not scaled by sqrt(d_model): the model's token embedding "
+             "module does that.", {"memory": ref.encode(src, mask, scale=False)}),
+            ("add the positional encoding (the model's src_pos) to the embeddings.",
+             {"memory": ref.encode(src, mask, positions="none")}),
+            ("the encoder needs the source padding mask (the model's src_mask(src) when none "
+             "is given).", {"memory": ref.encode(src, None)}),
+        ]
+        if "src_mask" in case:
+            found.append(("use the src_mask argument when it is given (build one only when it "
+                          "is None).", {"memory": ref.encode(src, ref.source_mask(src))}))
+        return found
+
+    def symptom(self, case, got):
+        if case.get("dropout") and not case.get("train"):
+            return ("dropout is for training only: in eval mode the embeddings are not "
+                    "dropped (the model's nn.Dropout module knows the mode).")
         return None
 
     @property
@@ -282,12 +364,21 @@ class EncodeChecker(Checker):
         return oracle_encode
 
 
+DE_VALUES, DE_CACHE, DE_GIVEN, DE_DROPOUT = (
+    "embed, add positions, decode with the target mask (causal, hiding padding), project to "
+    "the vocabulary",
+    "with a cache, positions start at the number already decoded",
+    "a given tgt_mask is used",
+    "dropout on the embeddings plus positions, in training mode only")
+
+
 @register
 class DecodeChecker(Checker):
     name = "Transformer.decode"
+    forbidden = TRANSFORMER_CALLS
 
-    def _case(self, gen, mode, batch, t, s, **cfg):
-        case = model_case(gen, **cfg)
+    def _case(self, gen, requirement, mode, batch, t, s, dropout=None, train=False, **cfg):
+        case = {"requirement": requirement} | model_case(gen, **cfg)
         vocab, pad = case["tgt_vocab"], case["pad_id"]
         case.update(mode=mode, memory=randn(gen, batch, s, case["d_model"]),
                     memory_mask=lengths_mask(gen, batch, s)[:, None, None, :])
@@ -298,21 +389,34 @@ class DecodeChecker(Checker):
             case["tgt"] = tokens_with_padding(gen, batch, t, vocab, pad)
         if mode == "explicit":
             case["tgt_mask"] = random_mask(gen, (batch, 1, t, t))
+        if dropout is not None:
+            case.update(dropout=dropout, train=train)
         return case
 
     def cases(self, gen, hidden):
         cases = [
-            self._case(gen, "full", 2, 5, 4),
-            self._case(gen, "cached", 2, 5, 6, norm_first=True, final_norm=True),
+            self._case(gen, DE_VALUES, "full", 2, 5, 4),
+            self._case(gen, DE_CACHE, "cached", 2, 5, 6, norm_first=True,
+                       final_norm=True),
+            self._case(gen, DE_GIVEN, "explicit", 2, 4, 3),
+            self._case(gen, DE_DROPOUT, "full", 2, 4, 3, dropout=1.0, train=True),
+            self._case(gen, DE_DROPOUT, "full", 2, 4, 3, dropout=1.0, train=False),
         ]
         if hidden:
-            no_memory_mask = self._case(gen, "full", 3, 4, 4, positional="learned", pad_id=3)
+            no_memory_mask = self._case(gen, DE_VALUES, "full", 3, 4, 4, positional="learned",
+                                        pad_id=3)
             del no_memory_mask["memory_mask"]
             cases += [
-                self._case(gen, "explicit", 2, 4, 3, dec_layers=2, activation="gelu"),
+                self._case(gen, DE_GIVEN, "explicit", 2, 4, 3, dec_layers=2,
+                           activation="gelu"),
                 no_memory_mask,
-                self._case(gen, "cached", 3, 6, 3, positional="learned", dec_layers=2),
-                self._case(gen, "full", 1, 1, 5, d=32, heads=4),
+                self._case(gen, DE_CACHE, "cached", 3, 6, 3, positional="learned",
+                           dec_layers=2),
+                self._case(gen, DE_VALUES, "full", 1, 1, 5, d=32, heads=4),
+                self._case(gen, DE_DROPOUT, "full", 3, 5, 2, dec_layers=2, final_norm=True,
+                           dropout=1.0, train=True),
+                self._case(gen, DE_DROPOUT, "full", 2, 3, 4, positional="learned",
+                           dropout=0.6, train=False),
             ]
         return cases
 
@@ -335,39 +439,69 @@ class DecodeChecker(Checker):
             return case["tgt_mask"]
         return ref.target_mask(case["tgt"])
 
+    def _dropped(self, case, x):
+        """Logits in training mode with dropout 1, from the decoder's input ``x``."""
+        w = weights_of(case, "generator.")
+        return F.linear(all_dropped(case, "decoder", x), w["weight"], w["bias"])
+
     def expected(self, case):
         ref = TorchTransformer(case)
+        if case.get("train") and case.get("dropout") == 1.0:
+            return {"logits": self._dropped(case, ref.embed("tgt", case["tgt"]) * 0.0)}
         return {"logits": ref.decode(case["tgt"], case["memory"], case.get("memory_mask"),
                                      self._tgt_mask(case, ref))}
 
-    def hint(self, case, got):
-        ref, out = TorchTransformer(case), got.get("logits")
+    def mistakes(self, case):
+        ref = TorchTransformer(case)
         tgt, memory, memory_mask = case["tgt"], case["memory"], case.get("memory_mask")
         tgt_mask = self._tgt_mask(case, ref)
+        if case.get("dropout"):
+            if case.get("train"):
+                return [
+                    ("in training mode the embeddings (with their positions) go through the "
+                     "model's embedding dropout (here p = 1: all dropped) before the decoder.",
+                     {"logits": self._dropped(case, ref.embed("tgt", tgt))}),
+                    ("dropout comes after the positions are added, not between the embedding "
+                     "and the positions.",
+                     {"logits": self._dropped(case, positions_only(ref, "tgt", tgt))}),
+                ]
+            return []
 
-        def like(memory_mask=memory_mask, tgt_mask=tgt_mask, **kw):
-            return close_to(out, ref.decode(tgt, memory, memory_mask, tgt_mask, **kw))
+        def like(hint, memory_mask=memory_mask, tgt_mask=tgt_mask, **kw):
+            return (hint, {"logits": ref.decode(tgt, memory, memory_mask, tgt_mask, **kw)})
 
-        if isinstance(out, Tensor) and out.shape[-1] == case["d_model"] != case["tgt_vocab"]:
-            return "project the decoder's output to the vocabulary with self.generator."
-        if case["mode"] == "cached" and like(positions="first"):
-            return ("with a cache, the new tokens' positions start at offset = len(cache[0][0]) "
-                    "(the number of positions already decoded): pass offset to self.tgt_pos.")
-        if like(scale=False):
-            return ("the embeddings are not scaled by sqrt(d_model): use self.tgt_embed(tgt), "
-                    "which scales them.")
-        if like(positions="none"):
-            return "add the positional encoding: self.tgt_pos(self.tgt_embed(tgt), offset=...)."
-        if memory_mask is not None and like(memory_mask=None):
-            return "pass memory_mask on to the decoder (it hides the source's padding)."
+        found = [
+            like("the embeddings are not scaled by sqrt(d_model): the model's token embedding "
+                 "module does that.", scale=False),
+            like("add the positional encoding (the model's tgt_pos) to the embeddings.",
+                 positions="none"),
+        ]
+        if case["mode"] == "cached":
+            found.insert(0, like("with a cache, the new tokens' positions start at the number "
+                                 "of positions already in the cache, not at 0: pass that "
+                                 "offset to the positional encoding.", positions="first"))
+        if memory_mask is not None:
+            found.append(like("pass memory_mask on to the decoder (it hides the source's "
+                              "padding).", memory_mask=None))
         if case["mode"] == "full":
-            if like(tgt_mask=None):
-                return ("without a cache and without a given mask, the decoder needs "
-                        "self.tgt_mask(tgt): causal, and hiding target padding.")
-            if like(tgt_mask=tril(tgt.shape[1])):
-                return "the target mask must also hide padding: use self.tgt_mask(tgt)."
-        if case["mode"] == "explicit" and like(tgt_mask=ref.target_mask(tgt)):
-            return "use the tgt_mask argument when it is given (build one only when it is None)."
+            found.append(like("without a cache and without a given mask, the decoder needs "
+                              "the model's target mask: causal, and hiding target padding.",
+                              tgt_mask=None))
+            found.append(like("the target mask must also hide padding: the model's tgt_mask "
+                              "does both.", tgt_mask=tril(tgt.shape[1])))
+        if case["mode"] == "explicit":
+            found.append(like("use the tgt_mask argument when it is given (build one only "
+                              "when it is None).", tgt_mask=ref.target_mask(tgt)))
+        return found
+
+    def symptom(self, case, got):
+        out = got.get("logits")
+        if isinstance(out, Tensor) and out.shape[-1] == case["d_model"] != case["tgt_vocab"]:
+            return ("project the decoder's output to the vocabulary with the model's output "
+                    "layer (self.generator).")
+        if case.get("dropout") and not case.get("train"):
+            return ("dropout is for training only: in eval mode the embeddings are not "
+                    "dropped (the model's nn.Dropout module knows the mode).")
         return None
 
     @property
@@ -375,21 +509,29 @@ class DecodeChecker(Checker):
         return oracle_decode
 
 
+FW_VALUES = ("encode the source with its padding mask, decode the whole target with it as the "
+             "memory mask")
+
+
 @register
 class ForwardChecker(Checker):
     name = "Transformer.forward"
     uses = ("Transformer.encode", "Transformer.decode")
+    forbidden = TRANSFORMER_CALLS
 
     def cases(self, gen, hidden):
-        cases = [{**model_case(gen), "src": tokens_with_padding(gen, 2, 6, 12, 0),
+        cases = [{"requirement": FW_VALUES, **model_case(gen),
+                  "src": tokens_with_padding(gen, 2, 6, 12, 0),
                   "tgt": tokens_with_padding(gen, 2, 5, 12, 0)}]
         if hidden:
             cases += [
-                {**model_case(gen, enc_layers=2, dec_layers=2, norm_first=True,
+                {"requirement": FW_VALUES,
+                 **model_case(gen, enc_layers=2, dec_layers=2, norm_first=True,
                               positional="learned", pad_id=5),
                  "src": tokens_with_padding(gen, 3, 4, 12, 5),
                  "tgt": tokens_with_padding(gen, 3, 7, 12, 5)},
-                {**model_case(gen, final_norm=True), "src": tokens_with_padding(gen, 1, 3, 12, 0),
+                {"requirement": FW_VALUES, **model_case(gen, final_norm=True),
+                 "src": tokens_with_padding(gen, 1, 3, 12, 0),
                  "tgt": tokens_with_padding(gen, 1, 1, 12, 0)},
             ]
         return cases
@@ -405,19 +547,20 @@ class ForwardChecker(Checker):
         memory = ref.encode(case["src"], src_mask)
         return {"logits": ref.decode(case["tgt"], memory, src_mask, ref.target_mask(case["tgt"]))}
 
-    def hint(self, case, got):
-        ref, out = TorchTransformer(case), got.get("logits")
+    def mistakes(self, case):
+        ref = TorchTransformer(case)
         src, tgt = case["src"], case["tgt"]
         src_mask = ref.source_mask(src)
         memory = ref.encode(src, src_mask)
-        if close_to(out, ref.decode(tgt, memory, None, ref.target_mask(tgt))):
-            return ("pass the source padding mask to decode as memory_mask, so that the "
-                    "cross-attention ignores the source's padding.")
-        if close_to(out, ref.decode(tgt, ref.encode(src, None), src_mask, ref.target_mask(tgt))):
-            return "encode the source with its padding mask: self.encode(src, self.src_mask(src))."
-        if close_to(out, ref.decode(tgt, memory, src_mask, tril(tgt.shape[1]))):
-            return "the target mask must hide target padding too: let decode build tgt_mask."
-        return None
+        return [
+            ("pass the source padding mask to decode as the memory mask, so that the "
+             "cross-attention ignores the source's padding.",
+             {"logits": ref.decode(tgt, memory, None, ref.target_mask(tgt))}),
+            ("encode the source with its padding mask.",
+             {"logits": ref.decode(tgt, ref.encode(src, None), src_mask, ref.target_mask(tgt))}),
+            ("the target mask must hide target padding too: let decode build it.",
+             {"logits": ref.decode(tgt, memory, src_mask, tril(tgt.shape[1]))}),
+        ]
 
     @property
     def oracle(self):
@@ -451,21 +594,44 @@ def reference_greedy(case: dict[str, Any], last: bool = True) -> Tensor:
     return out
 
 
+GR_STOP, GR_PAD, GR_NEVER, GR_EVAL = (
+    "BOS, then the most likely token; stop as soon as every sequence has produced EOS",
+    "after a sequence's EOS comes PAD, up to max_len tokens",
+    "PAD and BOS are never chosen",
+    "the model runs in eval mode (no dropout), whatever mode it was given in")
+
+
+def dropped_greedy(case: dict[str, Any]) -> Tensor:
+    """What greedy decoding gives if the model stays in training mode with dropout p = 1:
+    every position's logits are the same, so is every token."""
+    w = weights_of(case, "generator.")
+    x = torch.zeros(1, 1, case["d_model"])
+    logits = F.linear(all_dropped(case, "decoder", x), w["weight"], w["bias"])[0, 0]
+    logits[[case["pad_id"], case["bos_id"]]] = float("-inf")
+    best = int(logits.argmax())
+    n = 1 if best == case["eos_id"] else case["max_len"]
+    row = torch.tensor([case["bos_id"]] + [best] * n)
+    return row.expand(case["src"].shape[0], -1).clone()
+
+
 @register
 class GreedyChecker(Checker):
     name = "greedy_decode"
     uses = ("Transformer.encode", "Transformer.decode")
 
-    def _case(self, gen, batch, s, max_len, use_cache=True, eos_id=EOS, boost=None,
-              want=None, **cfg):
+    def _case(self, gen, requirement, batch, s, max_len, use_cache=True, eos_id=EOS,
+              boost=None, want=None, train=False, **cfg):
         """A greedy-decoding case; ``want`` redraws the weights (up to 30 times, from ``gen``)
         until some rows end before others ("mixed": padding after EOS) or all rows end before
-        max_len, not all at once ("all_end": stopping early)."""
+        max_len, not all at once ("all_end": stopping early). ``train`` hands the model over
+        in training mode with dropout 1."""
         boost = {eos_id: 1.5 if want == "all_end" else 1.0} if boost is None else boost
         for _ in range(30):
-            case = model_case(gen, bias_boost=boost, **cfg)
+            case = {"requirement": requirement} | model_case(gen, bias_boost=boost, **cfg)
             case.update(src=tokens_with_padding(gen, batch, s, case["src_vocab"], case["pad_id"]),
                         max_len=max_len, use_cache=use_cache, bos_id=BOS, eos_id=eos_id)
+            if train:
+                case.update(dropout=1.0, train=True)
             if want is None:
                 break
             out = reference_greedy(case)
@@ -479,19 +645,26 @@ class GreedyChecker(Checker):
 
     def cases(self, gen, hidden):
         cases = [
-            self._case(gen, 3, 5, 8, want="all_end"),
-            self._case(gen, 2, 4, 6, use_cache=False, want="mixed"),
+            self._case(gen, GR_STOP, 3, 5, 8, want="all_end"),
+            self._case(gen, GR_PAD, 2, 4, 6, use_cache=False, want="mixed"),
             # PAD and BOS get the highest bias: they must still never be chosen.
-            self._case(gen, 2, 5, 5, boost={0: 3.0, BOS: 3.0}),
+            self._case(gen, GR_NEVER, 2, 5, 5, boost={0: 3.0, BOS: 3.0}),
+            # Pre-norm, no final norm: with every activation dropped the logits are the
+            # output bias (carried as is), whose best token is 4, never EOS.
+            self._case(gen, GR_EVAL, 2, 4, 5, norm_first=True, final_norm=False,
+                       boost={4: 0.8, EOS: 0.3}, train=True),
         ]
         if hidden:
             cases += [
-                self._case(gen, 4, 6, 10, norm_first=True, final_norm=True, dec_layers=2,
-                           want="mixed"),
-                self._case(gen, 1, 3, 1),
-                self._case(gen, 3, 4, 7, use_cache=False, positional="learned", eos_id=3,
-                           want="all_end"),
-                self._case(gen, 2, 5, 6, boost={EOS: 8.0}),
+                self._case(gen, GR_PAD, 4, 6, 10, norm_first=True, final_norm=True,
+                           dec_layers=2, want="mixed"),
+                self._case(gen, GR_STOP, 1, 3, 1),
+                self._case(gen, GR_STOP, 3, 4, 7, use_cache=False, positional="learned",
+                           eos_id=3, want="all_end"),
+                self._case(gen, GR_STOP, 2, 5, 6, boost={EOS: 8.0}),
+                self._case(gen, GR_NEVER, 3, 4, 6, boost={0: 4.0, BOS: 2.0}, use_cache=False),
+                self._case(gen, GR_EVAL, 3, 5, 7, use_cache=False, norm_first=True,
+                           final_norm=False, boost={5: 0.8, EOS: 0.3}, train=True),
             ]
         return cases
 
@@ -504,18 +677,21 @@ class GreedyChecker(Checker):
     def expected(self, case):
         return {"tokens": reference_greedy(case)}
 
-    def hint(self, case, got):
+    def mistakes(self, case):
+        if case.get("train"):
+            return [("decode with the model in eval mode: it may come from training, and its "
+                     "dropout must be off while it generates.",
+                     {"tokens": dropped_greedy(case)})]
+        return [("take the next token from the logits of the LAST position, not the first.",
+                 {"tokens": reference_greedy(case, last=False)})]
+
+    def symptom(self, case, got):
         out = got.get("tokens")
         if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[1] == 0:
             return "return the ids as one (batch, 1 + n) tensor."
-        exp = reference_greedy(case)
         pad, bos, eos = case["pad_id"], case["bos_id"], case["eos_id"]
         if not bool((out[:, 0] == bos).all()):
             return "every output starts with bos_id (the decoder's first input)."
-        first = reference_greedy(case, last=False)
-        if out.shape == first.shape and bool((out == first).all()):
-            return ("take the next token from the logits of the LAST position (logits[:, -1]), "
-                    "not the first.")
         ended = (out == eos).long().cumsum(dim=1) - (out == eos).long() > 0  # strictly after EOS
         if bool((out[ended] != pad).any()):
             return "after a sequence's EOS, append pad_id, not more tokens."
@@ -523,10 +699,10 @@ class GreedyChecker(Checker):
         if bool((body == bos).any()) or bool(((body == pad) & ~ended[:, 1:]).any()):
             return ("PAD and BOS are never outputs: give them log-probability -inf before the "
                     "argmax (_Stepper does that).")
-        width = exp.shape[1]
-        if out.shape[1] > width and bool((out[:, :width] == exp).all()):
+        finished = (out == eos).any(dim=1)
+        if bool(finished.all()) and bool((out[:, -1] == pad).all()):
             return "stop as soon as every sequence has produced EOS."
-        if out.shape[1] < width:
+        if out.shape[1] < case["max_len"] + 1 and not bool(finished.all()):
             return "generate up to max_len tokens after BOS (stop early only when all have ended)."
         return None
 
@@ -552,41 +728,52 @@ class GreedyChecker(Checker):
         return greedy_decode
 
 
+LP = "((5 + length) / 6) ** alpha, as a float32 tensor"
+
+
 @register
 class LengthPenaltyChecker(Checker):
     name = "length_penalty"
 
     def cases(self, gen, hidden):
         cases = [
-            {"length": torch.tensor([1, 2, 5, 10]), "alpha": 0.6},
-            {"length": torch.randint(1, 30, (2, 3), generator=gen), "alpha": 1.0},
+            {"requirement": LP, "length": torch.tensor([1, 2, 5, 10]), "alpha": 0.6},
+            {"requirement": LP, "length": torch.randint(1, 30, (2, 3), generator=gen),
+             "alpha": 1.0},
         ]
         if hidden:
             cases += [
-                {"length": torch.randint(1, 50, (3, 4), generator=gen), "alpha": 0.0},
-                {"length": torch.tensor([7]), "alpha": 2.0},
-                {"length": torch.randint(1, 100, (5,), generator=gen), "alpha": 1.3},
+                {"requirement": LP, "length": torch.randint(1, 50, (3, 4), generator=gen),
+                 "alpha": 0.0},
+                {"requirement": LP, "length": torch.tensor([7]), "alpha": 2.0},
+                {"requirement": LP, "length": torch.randint(1, 100, (5,), generator=gen),
+                 "alpha": 1.3},
             ]
         return cases
 
     def run(self, obj, case):
-        return {"penalty": obj(case["length"].clone(), case["alpha"])}
+        return {"penalty": obj(case["length"], case["alpha"])}
 
     def expected(self, case):
         # (5 + L) / 6 = 1 + (L - 1) / 6, raised to alpha through exp and log.
         growth = torch.log1p((case["length"].double() - 1.0) / 6.0)
         return {"penalty": torch.exp(case["alpha"] * growth).float()}
 
-    def hint(self, case, got):
-        out, length, alpha = got.get("penalty"), case["length"].double(), case["alpha"]
-        if isinstance(out, Tensor) and out.is_floating_point() and out.dtype != torch.float32:
-            return "return a float32 tensor (length.float())."
-        if close_to(out, length**alpha):
-            return "GNMT's penalty is ((5 + length) / 6) ** alpha, not length ** alpha."
-        if close_to(out, (5 + length) ** alpha / 6):
-            return "divide (5 + length) by 6 before raising to the power alpha."
-        if close_to(out, torch.div(5 + length, 6, rounding_mode="floor") ** alpha):
-            return "(5 + length) / 6 must be a true division: convert length to float."
+    def mistakes(self, case):
+        length, alpha = case["length"].double(), case["alpha"]
+        return [
+            ("GNMT's penalty is ((5 + length) / 6) ** alpha, not length ** alpha.",
+             {"penalty": (length ** alpha).float()}),
+            ("divide (5 + length) by 6 before raising to the power alpha.",
+             {"penalty": ((5 + length) ** alpha / 6).float()}),
+            ("(5 + length) / 6 must be a true division, not an integer one.",
+             {"penalty": (torch.div(5 + length, 6, rounding_mode="floor") ** alpha).float()}),
+        ]
+
+    def symptom(self, case, got):
+        out = got.get("penalty")
+        if isinstance(out, Tensor) and out.dtype != torch.float32:
+            return "return a float32 tensor, whatever the lengths' integer dtype."
         return None
 
     @property
@@ -622,6 +809,12 @@ def reference_beam_step(scores: Tensor, log_probs: Tensor, finished: Tensor, pad
             torch.tensor(tokens))
 
 
+BS_VALUES, BS_FINISHED = (
+    "the k best (hypothesis, token) extensions of each example, best first, with their rows "
+    "and tokens",
+    "finished hypotheses are extended only by pad_id, at no cost")
+
+
 @register
 class BeamStepChecker(Checker):
     name = "beam_step"
@@ -639,48 +832,52 @@ class BeamStepChecker(Checker):
 
     def cases(self, gen, hidden):
         cases = [
-            self._case(gen, 2, 3, 6, p_finished=0.5),
-            self._case(gen, 2, 2, 5, first=True),
+            {"requirement": BS_VALUES} | self._case(gen, 2, 2, 5, first=True),
+            {"requirement": BS_VALUES} | self._case(gen, 2, 3, 6, p_finished=0.0),
+            {"requirement": BS_FINISHED} | self._case(gen, 2, 3, 6, p_finished=0.5),
         ]
         if hidden:
             cases += [
-                self._case(gen, 1, 1, 7),
-                self._case(gen, 3, 4, 8, pad_id=3, p_finished=0.4),
-                self._case(gen, 4, 3, 6, p_finished=0.0),
-                self._case(gen, 2, 4, 9, first=True),
+                {"requirement": BS_VALUES} | self._case(gen, 1, 1, 7, p_finished=0.0),
+                {"requirement": BS_VALUES} | self._case(gen, 4, 3, 6, p_finished=0.0),
+                {"requirement": BS_VALUES} | self._case(gen, 2, 4, 9, first=True),
+                {"requirement": BS_FINISHED} | self._case(gen, 3, 4, 8, pad_id=3,
+                                                          p_finished=0.4),
+                {"requirement": BS_FINISHED} | self._case(gen, 2, 2, 7, p_finished=0.6),
             ]
         return cases
 
     def run(self, obj, case):
-        result = obj(case["scores"].clone(), case["log_probs"].clone(), case["finished"].clone(),
-                     pad_id=case["pad_id"])
+        result = obj(case["scores"], case["log_probs"], case["finished"], pad_id=case["pad_id"])
         if isinstance(result, tuple) and len(result) == 3:
             return dict(zip(("scores", "rows", "tokens"), result))
-        return {"scores": "not returned (beam_step must return (scores, rows, tokens))"}
+        what = (f"a tuple of {len(result)}" if isinstance(result, tuple)
+                else f"a single {type(result).__name__}")
+        missing = Missing(f"beam_step must return (scores, rows, tokens); it returned {what}")
+        return {"scores": missing, "rows": missing, "tokens": missing}
 
     def expected(self, case):
         scores, rows, tokens = reference_beam_step(case["scores"], case["log_probs"],
                                                    case["finished"], case["pad_id"])
         return {"scores": scores, "rows": rows, "tokens": tokens}
 
-    def hint(self, case, got):
+    def mistakes(self, case):
         exp = self.expected(case)
         k = case["scores"].shape[1]
-        rows = got.get("rows")
-        if isinstance(rows, Tensor) and rows.shape == exp["rows"].shape and \
-                not bool((rows == exp["rows"]).all()) and bool((rows == exp["rows"] % k).all()):
-            return ("rows index the (B * k) hypotheses: row = b * k + j, so add the batch "
-                    "offset b * k to the beam index j.")
-        for rule in ("ignore", "pad_cost"):
-            wrong, _, _ = reference_beam_step(case["scores"], case["log_probs"],
-                                              case["finished"], case["pad_id"], rule)
-            if bool(case["finished"].any()) and close_to(got.get("scores"), wrong):
-                return ("a finished hypothesis may only be extended by pad_id, at no cost "
-                        "(log-prob 0 for pad_id, -inf for every other token).")
-        if close_to(got.get("scores"), exp["scores"]):
-            return ("the scores are right but not the rows/tokens: a flat index f into the "
-                    "(k * V) candidates of an example is beam f // V and token f % V.")
-        return None
+        found = []
+        if bool((exp["rows"] != exp["rows"] % k).any()):
+            found.append(("rows index the (B * k) hypotheses: row = b * k + j, so add the "
+                          "batch offset b * k to the beam index j.",
+                          {"rows": exp["rows"] % k}))
+        if bool(case["finished"].any()):
+            for rule in ("ignore", "pad_cost"):
+                wrong, _, _ = reference_beam_step(case["scores"], case["log_probs"],
+                                                  case["finished"], case["pad_id"], rule)
+                if not torch.equal(wrong, exp["scores"]):
+                    found.append(("a finished hypothesis may only be extended by pad_id, at no "
+                                  "cost (log-prob 0 for pad_id, -inf for every other token).",
+                                  {"scores": wrong}))
+        return found
 
     @property
     def oracle(self):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .core import Checker, close_to, randint, randn, register
+from .core import Checker, randint, randn, register
 
 
 def oracle_smoothed_loss(logits: Tensor, target: Tensor, smoothing: float = 0.1,
@@ -31,63 +31,108 @@ def padded_targets(gen: torch.Generator, shape: tuple[int, ...], vocab: int, pad
     return target
 
 
+LS_VALUES, LS_PAD, LS_EMPTY, LS_DTYPE = (
+    "cross-entropy against (1 − ε)·one_hot + ε/V, averaged over the real tokens",
+    "padding (ignore_index, any id) counts for nothing",
+    "a batch of only padding gives 0, not NaN",
+    "a float32 loss for bfloat16 logits")
+
+
 @register
 class LabelSmoothingChecker(Checker):
     name = "label_smoothed_cross_entropy"
+    forbidden = ("torch.nn.functional.cross_entropy(label_smoothing)",)
 
     def cases(self, gen, hidden):
+        def only_padding(shape, pad):
+            return torch.full(shape, pad, dtype=torch.long)
+
         cases = [
-            {"logits": randn(gen, 6, 5), "target": padded_targets(gen, (6,), 5, 0),
-             "smoothing": 0.1, "ignore_index": 0},
-            {"logits": randn(gen, 2, 4, 7, scale=2.0), "target": padded_targets(gen, (2, 4), 7, 0),
-             "smoothing": 0.2, "ignore_index": 0},
+            {"requirement": LS_VALUES, "logits": randn(gen, 6, 5),
+             "target": padded_targets(gen, (6,), 5, 0), "smoothing": 0.1, "ignore_index": 0},
+            {"requirement": LS_PAD, "logits": randn(gen, 2, 4, 7, scale=2.0),
+             "target": padded_targets(gen, (2, 4), 7, 3), "smoothing": 0.2, "ignore_index": 3},
+            {"requirement": LS_EMPTY, "logits": randn(gen, 2, 3, 5),
+             "target": only_padding((2, 3), 0), "smoothing": 0.1, "ignore_index": 0},
+            {"requirement": LS_DTYPE, "logits": randn(gen, 2, 4, 6).to(torch.bfloat16),
+             "target": padded_targets(gen, (2, 4), 6, 0), "smoothing": 0.1, "ignore_index": 0},
         ]
         if hidden:
             cases += [
-                {"logits": randn(gen, 3, 5, 11), "target": padded_targets(gen, (3, 5), 11, 0),
-                 "smoothing": 0.0, "ignore_index": 0},
-                {"logits": randn(gen, 4, 6, 9, scale=5.0),
+                {"requirement": LS_VALUES, "logits": randn(gen, 3, 5, 11),
+                 "target": padded_targets(gen, (3, 5), 11, 0), "smoothing": 0.0,
+                 "ignore_index": 0},
+                {"requirement": LS_VALUES, "logits": randn(gen, 40, 30),
+                 "target": padded_targets(gen, (40,), 30, 0), "smoothing": 0.3,
+                 "ignore_index": 0},
+                {"requirement": LS_PAD, "logits": randn(gen, 4, 6, 9, scale=5.0),
                  "target": padded_targets(gen, (4, 6), 9, 3), "smoothing": 0.1,
                  "ignore_index": 3},
-                {"logits": randn(gen, 40, 30), "target": padded_targets(gen, (40,), 30, 0),
-                 "smoothing": 0.3, "ignore_index": 0},
+                {"requirement": LS_EMPTY, "logits": randn(gen, 7, 4),
+                 "target": only_padding((7,), 2), "smoothing": 0.2, "ignore_index": 2},
+                {"requirement": LS_DTYPE, "logits": randn(gen, 3, 5, 8, scale=3.0).to(
+                    torch.bfloat16), "target": padded_targets(gen, (3, 5), 8, 0),
+                 "smoothing": 0.2, "ignore_index": 0},
             ]
         return cases
 
     def run(self, obj, case):
-        loss = obj(case["logits"].clone(), case["target"].clone(), smoothing=case["smoothing"],
+        loss = obj(case["logits"], case["target"], smoothing=case["smoothing"],
                    ignore_index=case["ignore_index"])
         return {"loss": loss}
 
     def expected(self, case):
+        if bool((case["target"] == case["ignore_index"]).all()):
+            return {"loss": torch.tensor(0.0)}
         return {"loss": oracle_smoothed_loss(case["logits"], case["target"], case["smoothing"],
                                              case["ignore_index"])}
 
-    def hint(self, case, got):
-        loss = got.get("loss")
+    def mistakes(self, case):
         logits, target = case["logits"], case["target"]
         eps, pad = case["smoothing"], case["ignore_index"]
         vocab = logits.shape[-1]
         flat, labels = logits.reshape(-1, vocab).float(), target.reshape(-1)
         log_probs = F.log_softmax(flat, -1)
         keep = labels != pad
-        nll = -log_probs.gather(1, labels[:, None]).squeeze(1)
+        safe = labels.masked_fill(~keep, 0)
+        nll = -log_probs.gather(1, safe[:, None]).squeeze(1)
         smooth = -log_probs.mean(-1)
         per_token = (1 - eps) * nll + eps * smooth
-        if close_to(loss, per_token.mean()):
-            return "padding positions are averaged in: ignore them (mask, then divide by the " \
-                   "number of real tokens)."
-        if close_to(loss, per_token.masked_fill(~keep, 0).sum() / labels.numel()):
-            return "divide by the number of real (non-padding) tokens, not by all positions."
-        if close_to(loss, ((1 - eps) * nll + eps * smooth).masked_fill(~keep, 0).sum()):
-            return "return the mean over real tokens, not the sum."
-        off = (log_probs.sum(-1) - log_probs.gather(1, labels[:, None]).squeeze(1)) / (vocab - 1)
+        if not bool(keep.any()):
+            return []  # read from the answer (symptom)
+        found = [
+            ("padding positions are averaged in: leave them out, and divide by the number of "
+             "real tokens.", {"loss": per_token.mean()}),
+            ("divide by the number of real (non-padding) tokens, not by all positions.",
+             {"loss": per_token.masked_fill(~keep, 0).sum() / labels.numel()}),
+            ("return the mean over real tokens, not the sum.",
+             {"loss": per_token.masked_fill(~keep, 0).sum()}),
+        ]
+        off = (log_probs.sum(-1) + nll) / (vocab - 1)  # mean log-prob of the wrong classes
         other = (1 - eps) * nll - eps * off
-        if close_to(loss, other[keep].mean()):
-            return "this course (like PyTorch) spreads eps over all V classes: eps / V, " \
-                   "the right class included, not eps / (V - 1)."
-        if eps and close_to(loss, nll[keep].mean()):
-            return "the smoothing is missing: the target is (1 - eps) one-hot + eps / V."
+        found.append(("this course (like PyTorch) spreads eps over all V classes: eps / V, "
+                      "the right class included, not eps / (V - 1).",
+                      {"loss": other[keep].mean()}))
+        if eps:
+            found.append(("the smoothing is missing: the target is (1 - eps) one-hot + eps / V.",
+                          {"loss": nll[keep].mean()}))
+        if pad != 0:
+            keep0 = labels != 0
+            per0 = (1 - eps) * -log_probs.gather(1, labels[:, None]).squeeze(1) + eps * smooth
+            found.append(("use the ignore_index you are given: padding is not always id 0.",
+                          {"loss": per0[keep0].mean()}))
+        return found
+
+    def symptom(self, case, got):
+        loss = got.get("loss")
+        if not isinstance(loss, Tensor):
+            return None
+        if loss.is_floating_point() and loss.dtype != torch.float32:
+            return ("compute the loss in float32 whatever the logits' dtype: bfloat16 keeps "
+                    "only 8 bits of mantissa, too few for a sum of log-probabilities.")
+        if bool(torch.isnan(loss).any()) and bool((case["target"] == case["ignore_index"]).all()):
+            return ("with no real token the count is 0 and 0 / 0 is NaN: count at least one "
+                    "token, so that such a batch gives 0.")
         return None
 
     @property
@@ -108,6 +153,9 @@ def as_number_tensor(values: list) -> Tensor | list:
     return values
 
 
+NOAM = "d_model^−0.5 · factor · min(step^−0.5, step · warmup_steps^−1.5)"
+
+
 @register
 class NoamChecker(Checker):
     name = "noam_lr"
@@ -119,13 +167,17 @@ class NoamChecker(Checker):
             return torch.tensor([1, 2, warmup // 2, warmup - 1, warmup, warmup + 1, 2 * warmup,
                                  10 * warmup], dtype=torch.int64)
 
-        cases = [{"steps": steps(4000), "d_model": 512, "warmup": 4000, "factor": 1.0}]
+        cases = [{"requirement": NOAM, "steps": steps(4000), "d_model": 512, "warmup": 4000,
+                  "factor": 1.0},
+                 {"requirement": NOAM, "steps": steps(100), "d_model": 64, "warmup": 100,
+                  "factor": 2.0}]
         if hidden:
             warmup = randint(gen, 10, 500)
             cases += [
-                {"steps": steps(100), "d_model": 64, "warmup": 100, "factor": 2.0},
-                {"steps": steps(warmup), "d_model": randint(gen, 16, 256), "warmup": warmup,
-                 "factor": 0.5},
+                {"requirement": NOAM, "steps": steps(warmup), "d_model": randint(gen, 16, 256),
+                 "warmup": warmup, "factor": 0.5},
+                {"requirement": NOAM, "steps": steps(8), "d_model": 32, "warmup": 8,
+                 "factor": 1.5},
             ]
         return cases
 
@@ -144,17 +196,17 @@ class NoamChecker(Checker):
             step ** -0.5, step * case["warmup"] ** -1.5)
         return {"lr": lr}
 
-    def hint(self, case, got):
-        lr = got.get("lr")
+    def mistakes(self, case):
         step, d, w, f = case["steps"].double(), case["d_model"], case["warmup"], case["factor"]
-        if close_to(lr, f * d ** -0.5 * torch.maximum(step ** -0.5, step * w ** -1.5), 1e-12):
-            return "min, not max: the rate is the smaller of the warm-up line and the decay."
-        if close_to(lr, f * torch.minimum(step ** -0.5, step * w ** -1.5), 1e-12):
-            return "scale by d_model ** -0.5."
-        if close_to(lr, f * d ** -0.5 * torch.minimum(step ** -0.5, step * w ** -0.5), 1e-12):
-            return "the warm-up line is step * warmup_steps ** -1.5 (it meets the decay at " \
-                   "step == warmup_steps)."
-        return None
+        return [
+            ("min, not max: the rate is the smaller of the warm-up line and the decay.",
+             {"lr": f * d ** -0.5 * torch.maximum(step ** -0.5, step * w ** -1.5)}),
+            ("scale by d_model ** -0.5.",
+             {"lr": f * torch.minimum(step ** -0.5, step * w ** -1.5)}),
+            ("the warm-up line is step * warmup_steps ** -1.5 (it meets the decay at "
+             "step == warmup_steps).",
+             {"lr": f * d ** -0.5 * torch.minimum(step ** -0.5, step * w ** -0.5)}),
+        ]
 
     @property
     def oracle(self):
@@ -164,15 +216,16 @@ class NoamChecker(Checker):
 class ToyModel(nn.Module):
     """A tiny stand-in for the Transformer: model(src, tgt_in) -> logits (B, T, V)."""
 
-    def __init__(self, vocab: int, width: int):
+    def __init__(self, vocab: int, width: int, dropout: float = 0.0):
         super().__init__()
         self.src_embed = nn.Embedding(vocab, width)
         self.tgt_embed = nn.Embedding(vocab, width)
+        self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(width, vocab)
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
         context = self.src_embed(src).mean(dim=1, keepdim=True)
-        return self.out(torch.tanh(self.tgt_embed(tgt_in) + context))
+        return self.out(self.dropout(torch.tanh(self.tgt_embed(tgt_in) + context)))
 
 
 def oracle_train_step(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip=1.0,
@@ -197,17 +250,24 @@ def _batch(case: dict, i: int):
                                  num_tokens=int((tgt_out != 0).sum()))
 
 
+TS_VALUES, TS_TRAIN = ("forward, loss, fresh gradients, clipping, optimiser step, then the "
+                       "scheduler; the loss as a float",
+                       "the model in training mode (dropout on), whatever mode it was in")
+
+
 @register
 class TrainStepChecker(Checker):
     name = "train_step"
     uses = ("label_smoothed_cross_entropy",)
 
     def cases(self, gen, hidden):
-        def case(vocab, width, batch, length, smoothing, clip, scheduler, lr):
+        def case(requirement, vocab, width, batch, length, smoothing, clip, scheduler, lr,
+                 dropout=0.0):
             model = {f"w.{k}": randn(gen, *v.shape, scale=0.5)
                      for k, v in ToyModel(vocab, width).state_dict().items()}
-            c = {**model, "vocab": vocab, "width": width, "smoothing": smoothing,
-                 "clip": clip, "scheduler": scheduler, "lr": lr}
+            c = {"requirement": requirement, **model, "vocab": vocab, "width": width,
+                 "smoothing": smoothing, "clip": clip, "scheduler": scheduler, "lr": lr,
+                 "dropout": dropout}
             for i in (1, 2):  # two steps: gradients must not pile up from one to the next
                 c[f"src{i}"] = torch.randint(1, vocab, (batch, length), generator=gen)
                 target = torch.randint(1, vocab, (batch, length + 1), generator=gen)
@@ -215,27 +275,36 @@ class TrainStepChecker(Checker):
                 c[f"tgt_in{i}"], c[f"tgt_out{i}"] = target[:, :-1], target[:, 1:]
             return c
 
-        cases = [case(7, 8, 3, 4, 0.1, 1.0, True, 0.01)]
+        cases = [case(TS_VALUES, 7, 8, 3, 4, 0.1, 1.0, True, 0.01),
+                 case(TS_VALUES, 9, 8, 2, 5, 0.2, 0.05, False, 0.02),
+                 case(TS_TRAIN, 7, 8, 3, 4, 0.1, 1.0, False, 0.01, dropout=0.5)]
         if hidden:
-            cases += [case(11, 16, 4, 6, 0.0, 0.05, True, 0.05),
-                      case(9, 8, 2, 5, 0.2, -1.0, False, 0.02)]
+            cases += [case(TS_VALUES, 11, 16, 4, 6, 0.0, 0.05, True, 0.05),
+                      case(TS_VALUES, 9, 8, 2, 5, 0.2, -1.0, False, 0.02),
+                      case(TS_TRAIN, 9, 16, 2, 5, 0.2, -1.0, True, 0.02, dropout=0.3)]
         return cases
 
     def describe(self, case):
         clip = "no clipping" if case["clip"] < 0 else f"grad_clip={case['clip']}"
+        mode = (f", a model in eval mode with dropout {case['dropout']}" if case["dropout"]
+                else "")
         return (f"two steps on a toy model (vocab {case['vocab']}), smoothing="
-                f"{case['smoothing']}, {clip}, scheduler={'yes' if case['scheduler'] else 'no'}")
+                f"{case['smoothing']}, {clip}, scheduler={'yes' if case['scheduler'] else 'no'}"
+                f"{mode}")
 
     def _run(self, step, case):
-        model = ToyModel(case["vocab"], case["width"])
+        model = ToyModel(case["vocab"], case["width"], case["dropout"])
         model.load_state_dict({k[2:]: v for k, v in case.items() if k.startswith("w.")})
+        model.train(not case["dropout"])  # with dropout, hand the model over in eval mode
         optimizer = torch.optim.Adam(model.parameters(), lr=case["lr"], betas=(0.9, 0.98),
                                      eps=1e-9)
         scheduler = (torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0 / (i + 1))
                      if case["scheduler"] else None)
         clip = None if case["clip"] < 0 else case["clip"]
-        losses = [step(model, _batch(case, i), optimizer, scheduler,
-                       smoothing=case["smoothing"], grad_clip=clip) for i in (1, 2)]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(1234)  # the same dropout masks for the answer and the oracle
+            losses = [step(model, _batch(case, i), optimizer, scheduler,
+                           smoothing=case["smoothing"], grad_clip=clip) for i in (1, 2)]
         return {"losses": as_number_tensor(losses),
                 "out.weight": model.out.weight.detach().clone(),
                 "tgt_embed.weight": model.tgt_embed.weight.detach().clone(),
@@ -247,8 +316,9 @@ class TrainStepChecker(Checker):
     def expected(self, case):
         return self._run(oracle_train_step, case)
 
-    def hint(self, case, got):
+    def mistakes(self, case):
         def accumulate(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip=1.0):
+            model.train()
             logits = model(batch.src, batch.tgt_in)
             loss = oracle_smoothed_loss(logits, batch.tgt_out, smoothing)
             loss.backward()
@@ -259,15 +329,33 @@ class TrainStepChecker(Checker):
                 scheduler.step()
             return loss.item()
 
-        if close_to(got.get("out.weight"), self._run(accumulate, case)["out.weight"], 1e-6):
-            return "zero the gradients before backward (optimizer.zero_grad()): otherwise the " \
-                   "second step adds up the gradients of both batches."
+        def mode_kept(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip=1.0):
+            logits = model(batch.src, batch.tgt_in)
+            loss = oracle_smoothed_loss(logits, batch.tgt_out, smoothing)
+            optimizer.zero_grad()
+            loss.backward()
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            return loss.item()
+
+        if case["dropout"]:
+            wrong = self._run(mode_kept, case)
+            return [("put the model in training mode first: it may come from an evaluation, "
+                     "in eval mode, and then its dropout would stay off.",
+                     {"out.weight": wrong["out.weight"]})]
+        return [("zero the gradients before backward: otherwise the second step adds up the "
+                 "gradients of both batches.",
+                 {"out.weight": self._run(accumulate, case)["out.weight"]})]
+
+    def symptom(self, case, got):
         lr = got.get("lr")
         if case["scheduler"] and isinstance(lr, Tensor) and float(lr) == case["lr"]:
-            return "call scheduler.step() after optimizer.step()."
-        losses = got.get("losses")
-        if not isinstance(losses, Tensor):
-            return "return the loss as a Python float (loss.item())."
+            return "step the scheduler once per step, after the optimiser."
+        if not isinstance(got.get("losses"), Tensor):
+            return "return the loss as a Python float."
         return None
 
     @property
