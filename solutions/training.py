@@ -82,7 +82,9 @@ def label_smoothed_cross_entropy(
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
     vocab = logits.shape[-1]
-    logits = logits.reshape(-1, vocab).float()  # (N, V); float32 even under bf16 autocast
+    logits = logits.reshape(-1, vocab)  # (N, V)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # float32 even under bf16 autocast (float64 stays float64)
     target = target.reshape(-1)  # (N,)
     keep = target != ignore_index  # (N,) True for real tokens
     log_probs = F.log_softmax(logits, dim=-1)  # (N, V)
