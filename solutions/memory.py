@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .data import PAD, Batch
+from .training import label_smoothed_cross_entropy
 
 __all__ = [
     "use_activation_checkpointing",
@@ -68,14 +69,6 @@ def split_batch(batch: Batch, micro_batches: int) -> list[Batch]:
             for src, tgt_in, tgt_out in parts]
 
 
-def _summed_loss(model, batch: Batch, smoothing: float, forward=None) -> Tensor:
-    from .training import label_smoothed_cross_entropy  # the mean over real tokens
-
-    logits = (forward or model)(batch.src, batch.tgt_in)
-    tokens = (batch.tgt_out != PAD).sum()
-    return label_smoothed_cross_entropy(logits, batch.tgt_out, smoothing) * tokens
-
-
 def accumulated_gradients_step(model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer,
                                micro_batches: int, scheduler=None, smoothing: float = 0.1,
                                grad_clip: float | None = 1.0, forward=None) -> float:
@@ -86,11 +79,14 @@ def accumulated_gradients_step(model: nn.Module, batch: Batch, optimizer: torch.
     Returns the whole batch's loss (mean over its real tokens), as a float.
     """
     model.train()
-    total_tokens = int((batch.tgt_out != PAD).sum().clamp(min=1))
-    optimizer.zero_grad(set_to_none=True)
+    total_tokens = max(int((batch.tgt_out != PAD).sum()), 1)
+    optimizer.zero_grad(set_to_none=True)  # once: the micro-batches' gradients add up
     loss_sum = 0.0
     for micro in split_batch(batch, micro_batches):
-        loss = _summed_loss(model, micro, smoothing, forward) / total_tokens
+        logits = (forward or model)(micro.src, micro.tgt_in)  # (B / micro_batches, T, V)
+        tokens = int((micro.tgt_out != PAD).sum())
+        mean = label_smoothed_cross_entropy(logits, micro.tgt_out, smoothing)
+        loss = mean * (tokens / total_tokens)  # its tokens' share of the whole batch's mean
         loss.backward()  # adds into .grad
         loss_sum += loss.item()
     if grad_clip is not None:
