@@ -318,7 +318,8 @@ ASSIGNMENTS: list[Assignment] = [
                      "loss as a float."),
             Exercise("solutions.distributed:average_gradients", 2,
                      "Replace every parameter's gradient by its mean over the processes, with "
-                     "`torch.distributed.all_reduce` (a sum) and `dist.get_world_size()`; "
+                     "`torch.distributed.all_reduce` (a sum) and `dist.get_world_size()` "
+                     "(`import torch.distributed as dist` first, in the function); "
                      "skip parameters without a gradient. Not DDP: by hand. The test runs "
                      "your function in 2, 3 and 4 ranks of a process group whose processes "
                      "are threads."),
