@@ -103,3 +103,25 @@ def test_batches_by_tokens_bounds_the_work_and_keeps_every_pair():
     trained_tokens = trained(steps=2, batch_tokens=600)
     assert len(trained_tokens[0]) == 2
     assert (batches[0].tgt_out != PAD).sum() == batches[0].num_tokens
+
+
+@pytest.mark.slow
+def test_compiled_model_with_dynamic_shapes_gives_eager_gradients():
+    """torch.compile's graph capture (dynamo + AOT autograd; the aot_eager backend skips only
+    the code generation, which is slow on a CPU) with dynamic shapes: batches of two lengths,
+    one graph, the eager gradients."""
+    import torch._dynamo
+
+    torch.manual_seed(0)
+    model = Transformer(*VOCAB, d_model=16, num_heads=2, num_encoder_layers=1,
+                        num_decoder_layers=1, d_ff=32, dropout=0.0)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager", dynamic=True)
+    for batch in batches_by_tokens(PAIRS, 400, seed=3)[:2]:
+        grads = []
+        for forward in (model, compiled):
+            model.zero_grad()
+            label_smoothed_cross_entropy(forward(batch.src, batch.tgt_in), batch.tgt_out).backward()
+            grads.append([p.grad.clone() for p in model.parameters()])
+        for eager, traced in zip(*grads):
+            torch.testing.assert_close(traced, eager, atol=1e-6, rtol=1e-5)
