@@ -82,7 +82,9 @@ def label_smoothed_cross_entropy(
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
     vocab = logits.shape[-1]
-    logits = logits.reshape(-1, vocab).float()  # (N, V); float32 even under bf16 autocast
+    logits = logits.reshape(-1, vocab)  # (N, V)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # float32 even under bf16 autocast (float64 stays float64)
     target = target.reshape(-1)  # (N,)
     keep = target != ignore_index  # (N,) True for real tokens
     log_probs = F.log_softmax(logits, dim=-1)  # (N, V)
@@ -195,15 +197,18 @@ def make_optimizer(
     betas: tuple[float, float] = (0.9, 0.98),
     eps: float = 1e-9,
     weight_decay: float = 0.0,
+    fused: bool | None = None,
 ) -> torch.optim.Optimizer:
     """Adam with the paper's betas and eps (AdamW, decoupled decay, when ``weight_decay > 0``).
 
-    ``lr`` is 1.0 because the schedule supplies the actual learning rate.
+    ``lr`` is 1.0 because the schedule supplies the actual learning rate. ``fused=True``: one
+    kernel updates every parameter (instead of a loop of small ones), same results.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if weight_decay > 0:
-        return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
+        return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                 fused=fused)
+    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, fused=fused)
 
 
 def pick_device() -> torch.device:
@@ -238,6 +243,14 @@ class TrainConfig:
     weight_decay: float = 0.0  # > 0 switches Adam to AdamW
     amp: bool = False  # bf16 autocast (CUDA or CPU)
     compile: bool = False  # torch.compile the model (slow to start, especially on CPU)
+    # The fast path's other switches (chapter 10):
+    compile_dynamic: bool | None = None  # torch.compile(dynamic=...): True, one graph for all lengths
+    bucket: int | None = None  # pad lengths up to a multiple of this (few shapes to compile)
+    batch_tokens: int | None = None  # batches of at most this many padded tokens (not batch_size)
+    tf32: bool = False  # TF32 tensor-core matmuls for float32 (CUDA; no effect on a CPU)
+    fused_adam: bool = False  # Adam's update in one fused kernel
+    avoid_cudnn_attention: bool = False  # keep SDPA off cuDNN (a new plan for every shape)
+    activation_checkpointing: bool = False  # recompute each layer in backward: less memory
     seed: int = 0  # seeds torch and random; epoch e's batches use seed + e
     log_every: int = 10  # one history entry per this many steps (mean loss over them)
     checkpoint_path: str | None = None  # where to save checkpoints
@@ -273,18 +286,33 @@ class Trainer:
         self.device = torch.device(config.device) if config.device else pick_device()
         self.model = model.to(self.device)
         self.pairs = pairs
-        self.optimizer = make_optimizer(model, weight_decay=config.weight_decay)
+        self._fast_path(config)
+        self.optimizer = make_optimizer(model, weight_decay=config.weight_decay,
+                                        fused=config.fused_adam or None)
         self.scheduler = warmup_inverse_sqrt_schedule(
             self.optimizer, model.d_model, config.warmup_steps, config.lr_factor
         )
         # torch.compile returns a wrapper sharing the parameters; checkpoints save ``model``.
-        self.forward = torch.compile(model) if config.compile else model
+        self.forward = (torch.compile(model, dynamic=config.compile_dynamic) if config.compile
+                        else model)
         self.step = 0  # optimiser steps taken
         self.epoch = 0  # current pass over the data
         self.batch_index = 0  # next batch of the current epoch
         self.history: list[dict] = []
         self._window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
         self._batches: list[Batch] | None = None  # the current epoch's batches
+
+    def _fast_path(self, config: TrainConfig) -> None:
+        """Apply the switches that act on the model or globally (see chapter 10)."""
+        from .fastpath import avoid_cudnn_attention, set_tf32
+        from .memory import use_activation_checkpointing
+
+        if config.tf32:
+            set_tf32(True)
+        if config.avoid_cudnn_attention:
+            avoid_cudnn_attention(True)
+        if config.activation_checkpointing:
+            use_activation_checkpointing(self.model)
 
     @property
     def total_steps(self) -> int:
@@ -295,9 +323,15 @@ class Trainer:
 
     def _epoch_batches(self) -> list[Batch]:
         if self._batches is None:
-            self._batches = batches_by_length(
-                self.pairs, self.config.batch_size, shuffle=True, seed=self.config.seed + self.epoch
-            )
+            seed = self.config.seed + self.epoch
+            if self.config.batch_tokens:
+                from .fastpath import batches_by_tokens
+
+                self._batches = batches_by_tokens(self.pairs, self.config.batch_tokens,
+                                                  shuffle=True, seed=seed)
+            else:
+                self._batches = batches_by_length(self.pairs, self.config.batch_size,
+                                                  shuffle=True, seed=seed)
         return self._batches
 
     def _next_batch(self) -> Batch:
@@ -307,6 +341,10 @@ class Trainer:
             batches = self._epoch_batches()
         batch = batches[self.batch_index]
         self.batch_index += 1
+        if self.config.bucket:
+            from .fastpath import pad_to_bucket
+
+            batch = pad_to_bucket(batch, self.config.bucket)
         return batch.to(self.device)
 
     def train_step(self, batch: Batch) -> float:

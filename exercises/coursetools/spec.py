@@ -366,4 +366,37 @@ ASSIGNMENTS: list[Assignment] = [
                      "over every position, computed in float32 whatever the logits' dtype."),
         ],
     ),
+    Assignment(
+        name="ch10_scaling",
+        title="Chapter 10 exercises: training fast and on many GPUs",
+        chapter="book/ch10_scaling",
+        intro="Count the arithmetic of a forward pass, fit a big batch through small ones, and "
+              "do by hand what DDP does: average the gradients of all processes.",
+        items=[
+            Provided("solutions.data:PAD"),
+            Provided("solutions.data:Batch"),
+            Provided("solutions.training:label_smoothed_cross_entropy"),
+            Provided("solutions.flops:ModelShape"),
+            Provided("solutions.memory:split_batch"),
+            Exercise("solutions.flops:forward_flops", 3,
+                     "The matrix-product FLOPs of one forward pass of the encoder-decoder "
+                     "(2 FLOPs per multiply-add): the projections, the feed-forward layers, "
+                     "attention scores and weighted sums, and the output layer, for a padded "
+                     "batch of `batch` sources of `src_len` and targets of `tgt_len` tokens. "
+                     "Return a Python int; do not use `FlopCounterMode` (the test does)."),
+            Exercise("solutions.memory:accumulated_gradients_step", 3,
+                     "One optimiser step on `batch` in `micro_batches` forward/backward passes "
+                     "(`split_batch`), with the same gradient as the whole batch at once: each "
+                     "micro-batch's loss weighted by its share of the batch's real tokens. "
+                     "Clip, step the optimiser once, then the scheduler; return the batch's "
+                     "loss as a float."),
+            Exercise("solutions.distributed:average_gradients", 2,
+                     "Replace every parameter's gradient by its mean over the processes, with "
+                     "`torch.distributed.all_reduce` (a sum) and `dist.get_world_size()` "
+                     "(`import torch.distributed as dist` first, in the function); "
+                     "skip parameters without a gradient. Not DDP: by hand. The test runs "
+                     "your function in 2, 3 and 4 ranks of a process group whose processes "
+                     "are threads."),
+        ],
+    ),
 ]

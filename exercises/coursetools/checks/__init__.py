@@ -30,6 +30,7 @@ from . import (  # noqa: F401
     ch06,
     ch07,
     ch08,
+    ch10,
 )
 from .core import CHECKERS, Checker, CheckFailed, check, compare
 

@@ -338,20 +338,29 @@ def run_watched(run: Callable[[Any, dict], dict], obj: Any, case: dict[str, Any]
         if watch is None:
             got = run(obj, case)
         else:
-            with watch:
-                got = run(obj, case)
+            try:
+                with watch:
+                    got = run(obj, case)
+            except Exception:
+                if watch.hits:  # the forbidden call is the news, not what failed after it
+                    raise _forbidden(watch.hits) from None
+                raise
     for key, before in inputs.items():
         if not _same(before, case[key]):
             raise ModifiedInput(
                 f"your code changed its input `{key}` in place; the caller still needs it. "
                 "Work on new tensors (out-of-place operations) instead.")
     if watch is not None and watch.hits:
-        used = ", ".join(dict.fromkeys(watch.hits))
-        raise ForbiddenCall(
-            f"your code calls {used}, which this exercise asks you to build yourself. "
-            "Write it from tensor operations (the exercise's text says which ones are fine); "
-            "this answer scores no points while it calls it.")
+        raise _forbidden(watch.hits)
     return got
+
+
+def _forbidden(hits: list[str]) -> ForbiddenCall:
+    used = ", ".join(dict.fromkeys(hits))
+    return ForbiddenCall(
+        f"your code calls {used}, which this exercise asks you to build yourself. Write it "
+        "from tensor operations (the exercise's text says which ones are fine); this answer "
+        "scores no points while it calls it.")
 
 
 def namespace_of(obj: Any) -> dict[str, Any] | None:
