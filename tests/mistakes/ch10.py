@@ -89,7 +89,7 @@ MISTAKES = [
     for p in model.parameters():
         if p.grad is not None:
             dist.all_reduce(p.grad)
-''', "divide by dist.get_world_size()"),
+''', "divide by the world size"),
     Mistake("average_gradients", "divided by 2 whatever the world size", AVG_HEAD + '''
     for p in model.parameters():
         if p.grad is not None:

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .ch07 import ToyModel, _batch, oracle_smoothed_loss, oracle_train_step
-from .core import Checker, close_to, randint, randn, register
+from .core import Checker, randint, randn, register
 
 # --- forward_flops -------------------------------------------------------------------------------
 
@@ -107,15 +107,16 @@ class ForwardFlopsChecker(Checker):
     def expected(self, case):
         return {"flops": torch.tensor(flop_counter_forward(case), dtype=torch.int64)}
 
-    def hint(self, case, got):
-        flops = got.get("flops")
-        if not isinstance(flops, Tensor):
-            return "return the count as a Python int."
+    def mistakes(self, case):
         exp = flop_counter_forward(case)
-        if int(flops) == 3 * exp:
-            return "this is the forward pass only: do not multiply by 3 (that is training)."
-        if 2 * int(flops) == exp:
-            return "a multiply-add is 2 FLOPs: an (M, K) @ (K, N) product costs 2·M·K·N."
+        return [("this is the forward pass only: do not multiply by 3 (that is training).",
+                 {"flops": torch.tensor(3 * exp, dtype=torch.int64)}),
+                ("a multiply-add is 2 FLOPs: an (M, K) @ (K, N) product costs 2·M·K·N.",
+                 {"flops": torch.tensor(exp // 2, dtype=torch.int64)})]
+
+    def symptom(self, case, got):
+        if not isinstance(got.get("flops"), Tensor):
+            return "return the count as a Python int."
         return None
 
     @property
@@ -205,7 +206,7 @@ class AccumulationChecker(Checker):
     def expected(self, case):
         return self._run(oracle_train_step, case, micro=False)
 
-    def hint(self, case, got):
+    def mistakes(self, case):
         def mean_of_means(model, batch, optimizer, micro_batches, scheduler=None, smoothing=0.1,
                           grad_clip=1.0):
             optimizer.zero_grad()
@@ -229,17 +230,16 @@ class AccumulationChecker(Checker):
             optimizer.step()
             return 0.0
 
+        found = []
         if case["clip"] < 0 and not case["scheduler"]:
-            if close_to(got.get("out.weight"), self._run(summed_means, case, True)["out.weight"],
-                        1e-5):
-                return "each micro-batch's gradient is added into .grad: scale its loss by " \
-                       "its share of the batch, or the step is micro_batches times too big."
-        if close_to(got.get("out.weight"), self._run(mean_of_means, case, True)["out.weight"],
-                    1e-5):
-            return "a plain average of the micro-batches' mean losses weights a micro-batch " \
-                   "with few real tokens too much: weight each by its real tokens / the " \
-                   "whole batch's real tokens."
-        return None
+            found.append(("each micro-batch's gradient is added into .grad: scale its loss by "
+                          "its share of the batch, or the step is micro_batches times too big.",
+                          {"out.weight": self._run(summed_means, case, True)["out.weight"]}))
+        found.append(("a plain average of the micro-batches' mean losses weights a micro-batch "
+                      "with few real tokens too much: weight each by its real tokens / the "
+                      "whole batch's real tokens.",
+                      {"out.weight": self._run(mean_of_means, case, True)["out.weight"]}))
+        return found
 
     @property
     def oracle(self):
@@ -378,13 +378,17 @@ class AverageGradientsChecker(Checker):
                     out[f"rank{rank}.{name} has a gradient"] = torch.tensor(False)
         return out
 
-    def hint(self, case, got):
+    def mistakes(self, case):
         name = "second.weight"
         total = torch.stack([case[f"g{r}.{name}"] for r in range(case["world"])]).sum(0)
-        if close_to(got.get(f"rank0.{name}"), total):
-            return "all_reduce sums (ReduceOp.SUM): divide by dist.get_world_size()."
-        if case["world"] != 2 and close_to(got.get(f"rank0.{name}"), total / 2):
-            return "divide by dist.get_world_size(), not by 2."
+        found = [("all_reduce sums (ReduceOp.SUM): divide by the world size.",
+                  {f"rank0.{name}": total})]
+        if case["world"] != 2:
+            found.append(("divide by the number of processes in the group, not by 2.",
+                          {f"rank0.{name}": total / 2}))
+        return found
+
+    def symptom(self, case, got):
         if any(k.endswith("has a gradient") and isinstance(v, Tensor) and bool(v)
                for k, v in got.items()):
             return "skip parameters whose .grad is None (do not create gradients)."
