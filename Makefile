@@ -1,6 +1,7 @@
 # Transformers, step by step: set up, build the book, run the tests.
 #
 #   make book    set up $(VENV) and build the web book into _build/html
+#                (EDITION=course: the edition without exercise solutions, into _build/course)
 #   make test    set up $(VENV), install Chromium and bubblewrap if missing, run all the tests
 #   make lint    ruff
 #   make clean   remove build outputs (keeps the virtual environment)
@@ -13,6 +14,7 @@ VENV ?= .venv
 PYTHON ?= python3
 INSTALL_SYSTEM_DEPS ?= 1
 PYTEST_ARGS ?=
+EDITION ?= self-study
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -31,8 +33,14 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --no-deps -e .
 	touch $@
 
+# EDITION=self-study (default): exercise solutions folded; EDITION=course: no solution shown,
+# built into _build/course/_build/html (the execution cache is shared).
 book: venv
-	$(BIN)/jupyter-book build . -W -n --keep-going
+ifeq ($(EDITION),course)
+	BOOK_EDITION=course $(BIN)/jupyter-book build . -W -n --keep-going --path-output _build/course
+else
+	BOOK_EDITION=$(EDITION) $(BIN)/jupyter-book build . -W -n --keep-going
+endif
 
 # Debian packages the tests need: Chromium (browser tests) and bubblewrap (grading sandbox).
 system-deps:

@@ -320,3 +320,68 @@ def test_home_redirects_to_intro(base_url, context):
     page.wait_for_url(re.compile(r".*/book/intro\.html"))
     assert "Transformers, step by step" in page.title()
     assert not watcher.problems(), watcher.problems()
+
+
+# --------------------------------------------------------------------------------------------
+# Two editions: the course edition shows no exercise's solution
+
+
+COURSE_HTML = ROOT / "_build" / "course" / "_build" / "html"
+
+
+@pytest.fixture(scope="session")
+def course_edition(book) -> Path:
+    """The book built with BOOK_EDITION=course (after the self-study build, whose execution
+    cache it reuses)."""
+    if os.environ.get("BOOK_SKIP_BUILD") != "1":
+        proc = subprocess.run(
+            [*_jupyter_book(), "build", ".", "-W", "-n", "--keep-going", "--path-output",
+             str(COURSE_HTML.parent.parent)],
+            cwd=ROOT, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
+            env={**os.environ, "BOOK_EDITION": "course"})
+        log = proc.stdout + proc.stderr
+        assert proc.returncode == 0, f"course edition failed (exit {proc.returncode}):\n{log[-8000:]}"
+    return COURSE_HTML
+
+
+def _page_texts(html_dir: Path) -> str:
+    """All pages' text, code included, tags and whitespace dropped."""
+    import html as html_lib
+
+    texts = []
+    for page in sorted(html_dir.rglob("*.html")):
+        raw = page.read_text(encoding="utf-8", errors="replace")
+        raw = re.sub(r"<(script|style)\b.*?</\1>", " ", raw, flags=re.S)
+        texts.append(html_lib.unescape(re.sub(r"<[^>]+>", "", raw)))
+    return re.sub(r"\s+", "", "".join(texts))
+
+
+def _solution_bodies() -> dict[str, str]:
+    """Every exercise's solution body (what nbgrader removes), whitespace dropped."""
+    from coursetools import build
+    from coursetools.spec import ASSIGNMENTS, Exercise
+
+    bodies = {}
+    for assignment in ASSIGNMENTS:
+        for item in assignment.items:
+            if isinstance(item, Exercise):
+                source = build.exercise_source(item.owner_target,
+                                               [item.method] if item.method else [])
+                for body in re.findall(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", source,
+                                       re.S):
+                    bodies[item.name] = re.sub(r"\s+", "", body)
+    return bodies
+
+
+def test_course_edition_shows_no_solution_body(book, course_edition):
+    """Instructors running the course publish this edition: no exercise's solution body may
+    appear on any page. (The self-study edition shows each one, folded, which also proves that
+    the search below finds a body where there is one.)"""
+    bodies = _solution_bodies()
+    assert len(bodies) >= 30
+    course = _page_texts(course_edition)
+    leaked = [name for name, body in bodies.items() if body in course]
+    assert not leaked, f"solution bodies in the course edition: {leaked}"
+    self_study = _page_texts(book)
+    shown = [name for name, body in bodies.items() if body in self_study]
+    assert len(shown) >= len(bodies) // 2, f"the self-study edition shows only {shown}"

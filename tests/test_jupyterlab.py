@@ -23,6 +23,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "ch01_attention"
+WRONG = "ch01_attention_wrong.ipynb"
 SHOTS = ROOT / "_build" / "screenshots"  # not committed: look at them when a test fails
 
 
@@ -47,6 +48,12 @@ def lab(tmp_path_factory):
         if cell["metadata"].get("nbgrader", {}).get("solution"):
             cell["source"] = answers[cell["id"]]
     nb_path.write_text(json.dumps(nb))
+    # The same notebook with a softmax that overflows for large logits.
+    for cell in nb["cells"]:
+        if cell["id"] == "softmax":
+            cell["source"] = ('def softmax(x, dim=-1):\n    """naive"""\n'
+                              "    e = torch.exp(x)\n    return e / e.sum(dim=dim, keepdim=True)\n")
+    (work / ASSIGNMENT / WRONG).write_text(json.dumps(nb))
     port, token = _free_port(), "course-test-token"
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(work / ".jupyter"),
            "JUPYTER_RUNTIME_DIR": str(work / ".runtime"), "HOME": str(work)}
@@ -83,6 +90,34 @@ def test_student_runs_the_notebook_and_validates_it(lab):
     assert "Success" in text or "passes all the tests" in text, text
 
 
+def test_validate_shows_the_checkfailed_message_first_and_whole(lab):
+    """A wrong softmax: the Validate dialog shows the check's message (the case, what is wrong,
+    the hint), with no traceback through the course's code."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        text = pool.submit(_validate_wrong_in_browser, *lab).result()
+    assert "CheckFailed" in text, text
+    assert "softmax, case" in text and "Hint:" in text, text
+    assert "Traceback" not in text and "course checks" not in text, text
+
+
+def _validate_wrong_in_browser(url: str, token: str) -> str:
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/lab/tree/{WRONG}?token={token}")
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+        page.get_by_role("button", name="Validate").click()
+        dialog = page.wait_for_selector(".jp-Dialog >> text=CheckFailed", timeout=180_000)
+        dialog = page.wait_for_selector(".jp-Dialog", timeout=10_000)
+        text = dialog.inner_text()
+        page.screenshot(path=str(SHOTS / "lab-validate-wrong.png"))
+        browser.close()
+    return text
+
+
 def _validate_in_browser(url: str, token: str) -> str:
     from playwright.sync_api import sync_playwright
 
@@ -100,12 +135,14 @@ def _validate_in_browser(url: str, token: str) -> str:
         page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
         # The last test cell prints its verdict when all cells have run.
         try:
-            page.wait_for_selector("text=padding_mask: all 1 cases passed.", timeout=180_000)
+            page.wait_for_selector("text=/padding_mask: all \\d+ visible cases pass/",
+                                   timeout=180_000)
         finally:
             page.screenshot(path=str(SHOTS / "lab-run.png"))
         outputs = page.inner_text(".jp-Notebook")
         for name in ("softmax", "scaled_dot_product_attention", "padding_mask"):
             assert f"{name}: all" in outputs
+        assert "Traceback" not in outputs
         # nbgrader's Validate button in the notebook toolbar.
         page.get_by_role("button", name="Validate").click()
         dialog = page.wait_for_selector(".jp-Dialog", timeout=120_000)
