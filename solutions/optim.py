@@ -26,6 +26,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "train_lm",
+    "bits_per_byte",
 ]
 
 
@@ -209,3 +210,29 @@ def train_lm(model: nn.Module, data: Tensor, steps: int, batch_size: int = 16,
             break
     model.eval()
     return history
+
+
+@torch.no_grad()
+def bits_per_byte(model: nn.Module, ids: Tensor, token_bytes: Tensor, window: int,
+                  batch_size: int = 32) -> float:
+    """Bits per byte of text: the model's total next-token loss on ``ids`` (1-D), in bits,
+    divided by the UTF-8 bytes of the tokens it predicted. A tokenizer-independent measure: a
+    character model and a BPE model of the same text compare directly.
+
+    ``token_bytes`` (V,) is each token's length in bytes. The text is cut into consecutive
+    windows of ``window`` + 1 tokens that overlap by one, so every token but the first is
+    predicted once.
+    """
+    model.eval()
+    starts = range(0, len(ids) - 1, window)
+    windows = [ids[s:s + window + 1] for s in starts]
+    windows = [w for w in windows if len(w) == window + 1]  # drop a short last window
+    nats, nbytes = 0.0, 0
+    for i in range(0, len(windows), batch_size):
+        batch = torch.stack(windows[i:i + batch_size]).to(model.device)
+        logits = model(batch[:, :-1]).float()
+        nats += torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
+        ).item()
+        nbytes += int(token_bytes.to(batch.device)[batch[:, 1:]].sum())
+    return nats / math.log(2) / nbytes
