@@ -52,6 +52,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--out", default=str(DATA / "ablation_modern.json"))
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs saved by an interrupted invocation (<out>.partial.json)")
     args = p.parse_args()
     torch.set_num_threads(1)
 
@@ -64,14 +66,17 @@ def main() -> None:
     val_ids = torch.tensor(tok.encode(val_text))
     token_bytes = torch.tensor([len(tok.vocab[i]) for i in range(tok.vocab_size)])
 
-    runs = []
+    partial = Path(args.out).with_suffix(".partial.json")
+    runs = json.loads(partial.read_text()) if args.resume and partial.exists() else []
     for seed in args.seeds:  # seeds outermost: load changes hit every variant alike
         for name in args.variants:
             torch.manual_seed(seed)
-            config = ModernConfig(vocab_size=tok.vocab_size, d_model=args.d_model,
-                                  n_layers=args.layers, n_heads=4, n_kv_heads=2,
-                                  max_len=args.length, tie_embeddings=True,
-                                  **VARIANTS[name])
+            if any(r["variant"] == name and r["seed"] == seed for r in runs):
+                continue  # done in an earlier, interrupted invocation (--resume)
+            settings = dict(vocab_size=tok.vocab_size, d_model=args.d_model,
+                            n_layers=args.layers, n_heads=4, n_kv_heads=2, max_len=args.length,
+                            tie_embeddings=True)
+            config = ModernConfig(**(settings | VARIANTS[name]))
             model = ModernLM(config)
             start = time.perf_counter()
             train_lm(model, train_ids, args.steps, args.batch_size, args.length, args.lr,
@@ -81,6 +86,7 @@ def main() -> None:
             runs.append({"variant": name, "seed": seed, "bits_per_byte": bpb,
                          "parameters": model.num_parameters(), "seconds": round(seconds, 1),
                          "load_average": os.getloadavg()[0]})
+            partial.write_text(json.dumps(runs, indent=1))
             print(f"{name:11s} seed {seed}: {bpb:.4f} bits/byte, {model.num_parameters():,} "
                   f"parameters, {seconds:.1f} s (load {os.getloadavg()[0]:.1f})", flush=True)
 
@@ -99,7 +105,9 @@ def main() -> None:
               "summary": summary, "runs": runs,
               "load_average_end": os.getloadavg()}
     result["args"]["out"] = Path(args.out).name
+    del result["args"]["resume"]
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    partial.unlink(missing_ok=True)
     print(f"{'variant':11s} {'bits/byte':>10s} {'std':>7s}")
     for s in summary:
         print(f"{s['variant']:11s} {s['mean']:10.4f} {s['std']:7.4f}")

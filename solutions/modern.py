@@ -346,11 +346,12 @@ class ModernLM(nn.Module):
                                  persistent=False)
         # Unit-size embeddings; an untied head starts with unit-size logits. Tied, the shared
         # matrix gets entries of size 1/sqrt(D), which gives unit-size logits too.
-        nn.init.normal_(self.head.weight, std=config.d_model**-0.5)
         if config.tie_embeddings:
+            nn.init.normal_(self.embed.weight, std=config.d_model**-0.5)
             self.head.weight = self.embed.weight
         else:
             nn.init.normal_(self.embed.weight, std=1.0)
+            nn.init.normal_(self.head.weight, std=config.d_model**-0.5)
 
     @property
     def device(self) -> torch.device:

@@ -3,6 +3,8 @@ properties."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -200,3 +202,13 @@ def test_bias_free_linears_stored_out_by_in():
     assert block.attn.k_proj.weight.shape == (8, 16)
     assert block.ffn.w1.weight.shape == (24, 16) and block.ffn.w2.weight.shape == (16, 24)
     assert not any(name.endswith("bias") for name, _ in model.named_parameters())
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_initial_loss_is_near_uniform(tie):
+    torch.manual_seed(0)
+    model = ModernLM(ModernConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4,
+                                  tie_embeddings=tie))
+    idx = torch.randint(0, 512, (4, 33))
+    loss = F.cross_entropy(model(idx[:, :-1]).reshape(-1, 512), idx[:, 1:].reshape(-1))
+    assert abs(loss.item() - math.log(512)) < 1.0  # unit-size logits at the start
