@@ -6,8 +6,9 @@
 
 Prints the time of each phase (pre-tokenisation and counting, merges) and the speed-up of the
 incremental pair updates over recounting every pair after each merge (measured on a smaller
-slice, in the same run), with the load average beside the timings: on a shared machine the
-absolute times move, the ratio much less.
+slice, in the same run), with the load average beside the timings. Each time is given twice:
+wall clock, and the CPU time of this process (``time.process_time``), which is what one
+core would take; on a busy shared machine the wall clock can be many times longer.
 """
 
 from __future__ import annotations
@@ -49,6 +50,21 @@ def recount_train(text: str, vocab_size: int) -> None:
         words, next_id = merged, next_id + 1
 
 
+class Timer:
+    """Wall-clock and CPU seconds of a block: ``with Timer() as t: ...; t.wall, t.cpu``."""
+
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self.start[0]
+        self.cpu = time.process_time() - self.start[1]
+
+    def __str__(self) -> str:
+        return f"{self.cpu:.2f} s CPU ({self.wall:.2f} s wall)"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--chars", type=int, default=None, help="first N characters (default: all)")
@@ -65,26 +81,22 @@ def main() -> None:
 
     text = shakespeare_text(args.chars)
     say(f"corpus: {len(text.encode()) / 1e6:.2f} MB; load average {os.getloadavg()}")
-    start = time.perf_counter()
-    counts = pretokenize(text, ["<|endoftext|>"])
-    pre = time.perf_counter() - start
-    say(f"pre-tokenise + count: {pre:.2f} s ({len(counts):,} distinct pre-tokens)")
+    with Timer() as pre:
+        counts = pretokenize(text, ["<|endoftext|>"])
+    say(f"pre-tokenise + count: {pre} ({len(counts):,} distinct pre-tokens)")
     for vocab in args.vocab:
-        start = time.perf_counter()
-        train_bpe(text, vocab, ["<|endoftext|>"])
-        total = time.perf_counter() - start
-        say(f"train_bpe vocab {vocab:5d}: {total:.2f} s in all, {total - pre:.2f} s of merges "
-            f"(load {os.getloadavg()[0]:.1f})")
+        with Timer() as total:
+            train_bpe(text, vocab, ["<|endoftext|>"])
+        say(f"train_bpe vocab {vocab:5d}: {total} in all, {total.cpu - pre.cpu:.2f} s CPU of "
+            f"merges (load {os.getloadavg()[0]:.1f})")
 
     small = text[:args.compare_chars]
-    start = time.perf_counter()
-    train_bpe(small, 500)
-    fast = time.perf_counter() - start
-    start = time.perf_counter()
-    recount_train(small, 500)
-    slow = time.perf_counter() - start
-    say(f"{len(small):,} characters, vocab 500: incremental {fast:.2f} s, recount {slow:.2f} s, "
-        f"ratio {slow / fast:.1f}x (load {os.getloadavg()[0]:.1f})")
+    with Timer() as fast:
+        train_bpe(small, 500)
+    with Timer() as slow:
+        recount_train(small, 500)
+    say(f"{len(small):,} characters, vocab 500: incremental {fast}, recount {slow}: "
+        f"{slow.cpu / fast.cpu:.1f}x less CPU (load {os.getloadavg()[0]:.1f})")
     if args.out:
         command = "python scripts/bench_bpe.py " + " ".join(sys.argv[1:])
         Path(args.out).write_text(f"$ {command}\n" + "\n".join(lines) + "\n")
