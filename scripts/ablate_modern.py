@@ -101,7 +101,7 @@ def main() -> None:
                                            if r["variant"] == name),
                         "seconds": statistics.mean(r["seconds"] for r in runs
                                                    if r["variant"] == name)})
-    result = {"command": "nice -n 5 python scripts/ablate_modern.py", "args": vars(args),
+    result = {"command": "nice -n 5 python scripts/ablate_modern.py", "args": dict(vars(args)),
               "summary": summary, "runs": runs,
               "load_average_end": os.getloadavg()}
     result["args"]["out"] = Path(args.out).name
