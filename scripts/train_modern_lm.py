@@ -23,6 +23,7 @@ import torch
 
 from solutions.bpe import BPETokenizer
 from solutions.corpus import shakespeare_text
+from solutions.data import CharTokenizer
 from solutions.lm import load_language_model
 from solutions.modern import ModernConfig, ModernLM
 from solutions.optim import bits_per_byte, cross_entropy, get_batch, train_lm
@@ -56,10 +57,10 @@ def bpe_tokenizer(vocab_size: int, train_text: str) -> BPETokenizer:
 def char_bpb(val_text: str) -> float:
     """Bits per byte of chapter 8's character model (book/data/shakespeare_lm.pt)."""
     model = load_language_model(DATA / "shakespeare_lm.pt")
-    alphabet = model.extra["alphabet"]
-    index = {c: i for i, c in enumerate(alphabet)}
-    ids = torch.tensor([index[c] for c in val_text])
-    token_bytes = torch.tensor([len(c.encode()) for c in alphabet])
+    tokenizer = CharTokenizer(model.extra["alphabet"])  # ids 0, 1, 2 are PAD, BOS, EOS
+    ids = torch.tensor(tokenizer.encode(val_text))
+    token_bytes = torch.tensor([len(tokenizer.itos.get(i, "").encode())
+                                for i in range(tokenizer.vocab_size)])
     return bits_per_byte(model, ids, token_bytes, model.max_len)
 
 
@@ -78,11 +79,20 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rescore-char", action="store_true",
+                   help="only recompute chapter 8's model's bits per byte in the saved JSON")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
     train_text, val_text = split_text()
     val_text = val_text[:VAL_CHARS]
+    if args.rescore_char:
+        out_path = DATA / "modern_lm_bpe.json"
+        result = json.loads(out_path.read_text())
+        result["char_model_bits_per_byte"] = char_bpb(val_text)
+        out_path.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"chapter 8's char model: {result['char_model_bits_per_byte']:.3f} bits per byte")
+        return
     if args.tokenizer == "bpe":
         tok = bpe_tokenizer(args.vocab_size, train_text)
         encode, vocab = tok.encode, tok.vocab_size

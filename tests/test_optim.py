@@ -12,6 +12,7 @@ from torch import nn
 
 from solutions.optim import (
     AdamW,
+    bits_per_byte,
     adamw_step,
     clip_grad_norm,
     cosine_schedule,
@@ -120,3 +121,17 @@ def test_checkpoint_round_trip(tmp_path):
     assert other_opt.param_groups[0]["lr"] == 0.1
     torch.testing.assert_close(other_opt.state[other.weight]["exp_avg"],
                                opt.state[model.weight]["exp_avg"])
+
+
+def test_bits_per_byte_of_a_uniform_model():
+    class Uniform(nn.Module):
+        device = torch.device("cpu")
+
+        def forward(self, idx):
+            return torch.zeros(*idx.shape, 8)
+
+    ids = torch.randint(0, 8, (101,), generator=torch.Generator().manual_seed(0))
+    token_bytes = torch.tensor([1, 2, 3, 1, 2, 3, 1, 2])
+    predicted = ids[1:]  # windows of 10 + 1 overlapping by one: every token but the first
+    expected = 100 * math.log2(8) / token_bytes[predicted].sum().item()
+    assert bits_per_byte(Uniform(), ids, token_bytes, window=10) == pytest.approx(expected)
