@@ -12,8 +12,8 @@ from torch import nn
 
 from solutions.optim import (
     AdamW,
-    bits_per_byte,
     adamw_step,
+    bits_per_byte,
     clip_grad_norm,
     cosine_schedule,
     cross_entropy,
