@@ -135,3 +135,18 @@ def test_bits_per_byte_of_a_uniform_model():
     predicted = ids[1:]  # windows of 10 + 1 overlapping by one: every token but the first
     expected = 100 * math.log2(8) / token_bytes[predicted].sum().item()
     assert bits_per_byte(Uniform(), ids, token_bytes, window=10) == pytest.approx(expected)
+
+
+def test_train_lm_learns_a_cyclic_sequence():
+    from solutions.modern import ModernConfig, ModernLM
+    from solutions.optim import train_lm
+
+    torch.manual_seed(0)
+    model = ModernLM(ModernConfig(vocab_size=16, d_model=32, n_layers=1, n_heads=2,
+                                  n_kv_heads=1))
+    data = torch.arange(2000) % 16  # the next token is always (token + 1) % 16
+    initial = cross_entropy(model(data[None, :16]), data[None, 1:17]).item()
+    history = train_lm(model, data, steps=40, batch_size=8, length=16, max_lr=1e-2, warmup=5,
+                       log_every=20)
+    assert [h["step"] for h in history] == [20, 40]
+    assert initial > 2.0 and history[-1]["loss"] < 0.1
