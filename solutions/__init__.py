@@ -18,6 +18,7 @@ from .attention import (
     split_heads,
     target_mask,
 )
+from .bpe import BPETokenizer
 from .decoding import beam_search, beam_step, greedy_decode, length_penalty
 from .layers import (
     Decoder,
@@ -32,6 +33,7 @@ from .layers import (
 )
 from .lm import LanguageModel, sample_next_token
 from .model import Transformer
+from .modern import ModernConfig, ModernLM
 from .training import (
     LabelSmoothingLoss,
     TrainConfig,
@@ -70,6 +72,9 @@ __all__ = [
     "TokenEmbedding",
     "sinusoidal_encoding",
     "Transformer",
+    "ModernConfig",
+    "ModernLM",
+    "BPETokenizer",
     "LanguageModel",
     "sample_next_token",
     "LabelSmoothingLoss",

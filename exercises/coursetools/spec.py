@@ -399,4 +399,48 @@ ASSIGNMENTS: list[Assignment] = [
                      "are threads."),
         ],
     ),
+    Assignment(
+        name="ch11_modern",
+        title="Chapter 11 exercises: the modern Transformer",
+        chapter="book/ch11_modern",
+        intro="The pieces that changed since 2017: RMSNorm, the SwiGLU feed-forward, rotary "
+              "position embeddings, grouped-query attention, one merge of a BPE tokenizer, "
+              "and the training loop's cross-entropy, AdamW step and cosine schedule.",
+        items=[
+            Exercise("solutions.modern:rms_norm", 2,
+                     "x / √(mean(x²) + eps) · weight over the last axis. Compute in float32 and "
+                     "return the input's dtype (float16 squares overflow). Do not call "
+                     "`F.rms_norm`."),
+            Provided("solutions.modern:silu"),
+            Exercise("solutions.modern:swiglu", 2,
+                     "W2(SiLU(W1 x) ⊙ W3 x), with weights stored (d_out, d_in) as in "
+                     "`nn.Linear` (so x @ w1.T), for inputs with any leading axes."),
+            Exercise("solutions.modern:rope_angles", 1,
+                     "The angle of pair i at position p: p · theta^(−2i/d), i = 0 … d/2 − 1, for "
+                     "positions of any shape; float32, shape (..., d/2)."),
+            Exercise("solutions.modern:apply_rope", 2,
+                     "Rotate each consecutive pair (x[2i], x[2i+1]) by its angle from "
+                     "`rope_angles`: out[2i] = x[2i] cos − x[2i+1] sin, out[2i+1] = x[2i] sin + "
+                     "x[2i+1] cos. Positions broadcast against x.shape[:-1]."),
+            Exercise("solutions.modern:grouped_query_attention", 3,
+                     "Causal attention where n_heads / n_kv_heads query heads share each "
+                     "key/value head (query head h uses key/value head h // group). The T "
+                     "queries are the last T of the S key positions. Do not call "
+                     "`F.scaled_dot_product_attention`."),
+            Exercise("solutions.bpe:merge_pair", 1,
+                     "One BPE merge: replace every occurrence of `pair` in `ids`, left to right "
+                     "and without overlaps, by `new_id`."),
+            Exercise("solutions.optim:cross_entropy", 2,
+                     "Mean cross-entropy from logits (..., V), stable for logits of ±10,000 "
+                     "(log-sum-exp with the maximum subtracted). Do not call `F.cross_entropy`, "
+                     "`log_softmax` or `logsumexp`."),
+            Exercise("solutions.optim:adamw_step", 3,
+                     "One AdamW update, in place on `param`, `exp_avg` and `exp_avg_sq`: "
+                     "decoupled weight decay, moment updates, bias correction with the step "
+                     "number t (from 1)."),
+            Exercise("solutions.optim:cosine_schedule", 2,
+                     "Linear warm-up from 0 to `max_lr` over `warmup_iters`, cosine decay to "
+                     "`min_lr` at `cosine_iters`, then `min_lr`."),
+        ],
+    ),
 ]

@@ -31,6 +31,7 @@ from . import (  # noqa: F401
     ch07,
     ch08,
     ch10,
+    ch11,
 )
 from .core import CHECKERS, Checker, CheckFailed, check, compare
 
