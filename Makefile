@@ -63,9 +63,11 @@ $(TF_STAMP): requirements.txt pyproject.toml
 	$(VENV_TF)/bin/python -m pip install --no-deps -e .
 	touch $@
 
+# (Keras's TensorFlow backend converts tensors with np.array(x), which NumPy 2 warns about.)
 test-keras-tf: $(TF_STAMP)
 	KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=2 OMP_NUM_THREADS=1 \
-		$(VENV_TF)/bin/python -m pytest tests/test_keras_twin.py $(PYTEST_ARGS)
+		$(VENV_TF)/bin/python -m pytest tests/test_keras_twin.py \
+		-W "ignore:__array__ implementation doesn't:DeprecationWarning" $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -104,7 +104,7 @@ def main() -> int:
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--lr-factor", type=float, default=1.0)
@@ -134,6 +134,7 @@ def main() -> int:
             torch_args = argparse.Namespace(**vars(args), positional="sinusoidal", smoothing=0.0)
             t = train_copy.run(seed, torch_args)
             r["torch_seconds"], r["torch_exact_match"] = t["seconds"], t["exact_match"]
+            r["torch_cpu_seconds"] = t["cpu_seconds"]
             line += f" {t['seconds']:>10.1f} {r['seconds'] / t['seconds']:>14.2f}"
         passed = r["exact_match"] == 1.0 and r["exact_match_torch_copy"] == r["exact_match"]
         ok &= passed

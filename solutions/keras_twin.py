@@ -102,7 +102,6 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout=None):
     Returns:
         output (..., Q, Dv) and weights (..., Q, K); a query with no allowed key gets zeros.
     """
-    q, k, v = ops.convert_to_tensor(q), ops.convert_to_tensor(k), ops.convert_to_tensor(v)
     scores = ops.matmul(q, ops.swapaxes(k, -2, -1)) / math.sqrt(q.shape[-1])  # (..., Q, K)
     if mask is not None:
         scores = ops.where(mask, scores, float("-inf"))

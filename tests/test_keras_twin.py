@@ -66,6 +66,10 @@ def test_import_solutions_does_not_import_keras():
     assert not hasattr(solutions, "keras_twin") or "keras_twin" not in solutions.__all__
 
 
+def test_keras_runs_on_the_backend_asked_for():
+    assert keras.backend.backend() == os.environ["KERAS_BACKEND"]
+
+
 # --- functions ---------------------------------------------------------------------------------
 
 
