@@ -185,6 +185,8 @@ class SinusoidalPositionalEncoding(layers.Layer):
 
     def call(self, x, offset: int = 0):
         length = ops.shape(x)[1]
+        if isinstance(length, int) and offset + length > self.max_len:
+            raise ValueError(f"sequence of length {offset + length} exceeds max_len={self.max_len}")
         return x + ops.cast(self.pe[offset : offset + length], x.dtype)
 
 

@@ -304,6 +304,8 @@ def test_transfer_refuses_what_it_cannot_map():
     tied = solutions.Transformer(9, 9, 8, 2, 1, 1, 16, tie_embeddings=True)
     with pytest.raises(ValueError, match="ties"):
         kt.copy_keras_to_torch(kt.Transformer(9, 9, 8, 2, 1, 1, 16), tied)
+    with pytest.raises(ValueError, match="max_len"):
+        kt.SinusoidalPositionalEncoding(8, max_len=4)(np.zeros((1, 5, 8), "float32"))
     learned = solutions.Transformer(9, 9, 8, 2, 1, 1, 16, positional="learned")
     with pytest.raises(ValueError, match="sinusoidal"):
         kt.transformer_from_torch(learned)
