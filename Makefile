@@ -5,6 +5,7 @@
 #   make test    set up $(VENV), install Chromium and bubblewrap if missing, run all the tests
 #   make lint    ruff
 #   make clean   remove build outputs (keeps the virtual environment)
+#   make test-keras-tf   the Keras twin's tests on TensorFlow, in a separate $(VENV_TF)
 #
 # Variables: VENV (default .venv), PYTHON (interpreter that creates the venv),
 # INSTALL_SYSTEM_DEPS=0 to skip installing Debian's chromium and bubblewrap (the tests need them),
@@ -19,7 +20,7 @@ EDITION ?= self-study
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv book test system-deps lint clean distclean
+.PHONY: all venv book test system-deps lint clean distclean test-keras-tf
 
 all: book
 
@@ -55,6 +56,26 @@ test: venv system-deps
 	# One torch thread per process: the tensors in the tests are small, and two threads on two
 	# busy cores were measured 5-10x slower than one.
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# tests/test_keras_twin.py with KERAS_BACKEND=tensorflow. TensorFlow (about 1.3 GB) stays out of
+# the default install: it gets its own environment, with the project's pins of Keras, NumPy, torch
+# (the tests' oracle) and pytest taken from requirements.txt.
+VENV_TF ?= .venv-tf
+TF_PIN := tensorflow-cpu==2.21.0
+TF_STAMP := $(VENV_TF)/.installed
+
+$(TF_STAMP): requirements.txt pyproject.toml
+	test -x $(VENV_TF)/bin/python || $(PYTHON) -m venv $(VENV_TF)
+	$(VENV_TF)/bin/python -m pip install $(TF_PIN) \
+		$$(grep -E '^(keras|numpy|torch|tqdm|pytest|hypothesis)==' requirements.txt)
+	$(VENV_TF)/bin/python -m pip install --no-deps -e .
+	touch $@
+
+# (Keras's TensorFlow backend converts tensors with np.array(x), which NumPy 2 warns about.)
+test-keras-tf: $(TF_STAMP)
+	KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=2 OMP_NUM_THREADS=1 \
+		$(VENV_TF)/bin/python -m pytest tests/test_keras_twin.py \
+		-W "ignore:__array__ implementation doesn't:DeprecationWarning" $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .
