@@ -31,8 +31,14 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from solutions.cpu import available_cores, cpu_model, matmul_peak
-from solutions.data import (PAD, batches_by_length, copy_task, date_task, date_tokenizers,
-                            encode_date_pairs)
+from solutions.data import (
+    PAD,
+    batches_by_length,
+    copy_task,
+    date_task,
+    date_tokenizers,
+    encode_date_pairs,
+)
 from solutions.model import Transformer
 from solutions.training import TrainConfig, Trainer, noam_lr
 
