@@ -107,17 +107,16 @@ def test_trainer_sets_the_configured_thread_count():
 
 @pytest.mark.slow
 def test_compiled_training_on_cpu_matches_eager():
-    """torch.compile on the CPU (Inductor's C++ kernels) trains to the same losses and weights,
-    up to float32 rounding (fused kernels add in another order). Without dropout: compiled
-    code draws its random numbers differently."""
-    eager = _tiny_trainer(dropout=0.0, threads=1)
-    compiled = _tiny_trainer(dropout=0.0, threads=1, compile=True)
-    eager_losses = [h["loss"] for h in eager.train()]
-    compiled_losses = [h["loss"] for h in compiled.train()]
-    torch.testing.assert_close(compiled_losses, eager_losses, rtol=1e-4, atol=1e-5)
-    a, b = eager.model.state_dict(), compiled.model.state_dict()
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
+    """TrainConfig(compile=True) on the CPU (Inductor's C++ kernels) computes the same loss and
+    gradients as eager PyTorch, up to float32 rounding (fused kernels add in another order).
+    One step only: Adam's first update is about lr * sign(grad), so later weights would
+    magnify rounding differences of gradients near zero."""
+    eager = _tiny_trainer(dropout=0.0, threads=1, steps=1)
+    compiled = _tiny_trainer(dropout=0.0, threads=1, steps=1, compile=True)
+    [eager_loss], [compiled_loss] = ([h["loss"] for h in t.train()] for t in (eager, compiled))
+    assert compiled_loss == pytest.approx(eager_loss, rel=1e-5)
+    for (name, p), q in zip(eager.model.named_parameters(), compiled.model.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_copy_training_pairs():
