@@ -113,9 +113,9 @@ def fastest_thread_count(step: Callable[[], object], candidates: Sequence[int] |
                          repeats: int = 3) -> ThreadChoice:
     """Time ``step()`` with each thread count and return the fastest (the count stays unchanged).
 
-    Each candidate gets one untimed warm-up call, then up to ``repeats`` timed calls, of which
-    the fastest counts. A candidate whose first timed call is already 3 times slower than the
-    best so far is dropped early, so a bad choice costs little.
+    Each candidate gets one warm-up call, then up to ``repeats`` timed calls, of which the
+    fastest counts. A candidate whose warm-up or first timed call is already 3 times slower than
+    the best so far is dropped at once, so a bad choice costs little.
 
     Args:
         step: one unit of work (one training step on a copy of the model).
@@ -125,9 +125,13 @@ def fastest_thread_count(step: Callable[[], object], candidates: Sequence[int] |
     seconds: dict[int, float] = {}
     for n in candidates:
         with threads(n):
+            start = time.perf_counter()
             step()
+            warm_up = time.perf_counter() - start
             best = float("inf")
-            for _ in range(repeats):
+            if seconds and warm_up > 3 * min(seconds.values()):
+                best = warm_up  # hopeless: no need to time it again
+            for _ in range(repeats if best == float("inf") else 0):
                 start = time.perf_counter()
                 step()
                 best = min(best, time.perf_counter() - start)

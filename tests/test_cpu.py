@@ -57,10 +57,14 @@ def test_fastest_thread_count_picks_the_fastest_and_restores():
     assert torch.get_num_threads() == before
     assert "2 thread(s)" in str(choice) and cpu_model() in str(choice)
 
-    def slow_with_two():
-        time.sleep(0.03 if torch.get_num_threads() == 2 else 0.001)
+    calls = {1: 0, 2: 0}
 
-    assert fastest_thread_count(slow_with_two, candidates=[1, 2]).threads == 1
+    def slow_with_two():
+        calls[torch.get_num_threads()] += 1
+        time.sleep(0.05 if torch.get_num_threads() == 2 else 0.001)
+
+    assert fastest_thread_count(slow_with_two, candidates=[1, 2], repeats=3).threads == 1
+    assert calls == {1: 4, 2: 1}  # warm-up + 3 timed; a hopeless warm-up is not timed again
 
 
 def test_cpu_model_and_peak():
