@@ -72,6 +72,8 @@ def test_cpu_model_and_peak():
     peak = matmul_peak(1, size=256, seconds=0.05)
     # 2 * 256^3 FLOPs cannot take less than a microsecond, nor more than a few seconds.
     assert 1e7 < peak < 2 * 256**3 / 1e-6
+    cpu_peak = matmul_peak(1, size=256, seconds=0.05, clock=time.process_time)
+    assert 1e7 < cpu_peak < 2 * 256**3 / 1e-6
 
 
 def _tiny_trainer(dropout: float = 0.3, **overrides) -> Trainer:
