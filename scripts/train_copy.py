@@ -1,8 +1,11 @@
 """The copy task of The Annotated Transformer: learn to output the source sequence unchanged.
 
 Vocabulary of 11 ids (PAD, BOS, EOS and 8 symbols), sequences of 10 symbols. For each seed,
-train a small Transformer on CPU and check greedy decoding on 1,000 held-out sequences: the
-target is 100% exact match for every seed, each run within 60 seconds.
+train a small Transformer (d_model 64, one encoder and one decoder layer: copying needs one
+alignment, and a second pair of layers doubles the cost of a step) on CPU and check greedy
+decoding on 1,000 held-out sequences: the target is 100% exact match for every seed, each run
+within 30 seconds of wall clock on an idle 2-core machine. The CPU seconds are printed too:
+with one thread they are close to what the run takes on an idle machine.
 
     python scripts/train_copy.py                 # seeds 0 1 2
     python scripts/train_copy.py --seeds 3 4
@@ -24,7 +27,7 @@ from solutions.model import Transformer
 from solutions.training import TrainConfig, Trainer, exact_match
 
 VOCAB, LENGTH = 11, 10
-TIME_LIMIT_S = 60.0
+TIME_LIMIT_S = 30.0
 
 
 def training_pairs(n: int, seed: int, repeat_share: float) -> list:
@@ -84,7 +87,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--d-model", type=int, default=64)
-    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--layers", type=int, default=1, help="encoder and decoder layers each")
     parser.add_argument("--positional", choices=["sinusoidal", "learned"], default="sinusoidal")
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--steps", type=int, default=600)
@@ -113,7 +116,8 @@ def main() -> int:
         ok &= passed
         print(f"{r['seed']:>4} {r['steps']:>6} {r['seconds']:>8.1f} {r['cpu_seconds']:>6.1f} {r['loss']:>7.3f} "
               f"{100 * r['exact_match']:>11.1f}% {'' if passed else '  <- missed'}", flush=True)
-    print("target met: 100% exact match within 60 s for every seed" if ok else "TARGET MISSED")
+    print(f"target met: 100% exact match within {TIME_LIMIT_S:.0f} s for every seed" if ok
+          else "TARGET MISSED")
     return 0 if ok else 1
 
 
