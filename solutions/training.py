@@ -368,25 +368,26 @@ class Trainer:
             torch.set_num_threads(self.config.threads)
             return
         if self.thread_choice is None:
-            if len(thread_candidates()) == 1:  # one thread allowed: nothing to choose
+            candidates = thread_candidates()
+            if len(candidates) == 1:  # one thread allowed: nothing to choose
                 return
             batch = self._epoch_batches()[0].to(self.device)
             key = (tuple(p.shape for p in self.model.parameters()), tuple(batch.src.shape),
-                   tuple(batch.tgt_in.shape), self.config.amp)
+                   tuple(batch.tgt_in.shape), self.config.amp, tuple(candidates))
             if key not in _THREAD_CHOICES:
-                _THREAD_CHOICES[key] = self._time_thread_counts(batch)
+                _THREAD_CHOICES[key] = self._time_thread_counts(batch, candidates)
                 print(f"Trainer: {_THREAD_CHOICES[key]}", flush=True)
             self.thread_choice = _THREAD_CHOICES[key]
         torch.set_num_threads(self.thread_choice.threads)
 
-    def _time_thread_counts(self, batch: Batch) -> ThreadChoice:
+    def _time_thread_counts(self, batch: Batch, candidates: list[int]) -> ThreadChoice:
         model = copy.deepcopy(self.model)
         optimizer = make_optimizer(model, lr=0.0)  # lr 0: the same work, weights stay finite
         rng = torch.get_rng_state()
         try:
             return fastest_thread_count(lambda: train_step(
                 model, batch, optimizer, smoothing=self.config.smoothing,
-                grad_clip=self.config.grad_clip, amp=self.config.amp))
+                grad_clip=self.config.grad_clip, amp=self.config.amp), candidates)
         finally:
             torch.set_rng_state(rng)
 
@@ -435,7 +436,8 @@ class Trainer:
         return self
 
 
-# Thread counts measured so far in this process, by (parameter shapes, batch shapes, amp).
+# Thread counts measured so far in this process, by (parameter shapes, batch shapes, amp,
+# candidate counts).
 _THREAD_CHOICES: dict[tuple, ThreadChoice] = {}
 
 
