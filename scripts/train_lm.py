@@ -12,6 +12,7 @@ downloaded. The last 10% of the text is the validation set.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from solutions.corpus import shakespeare_text
+from solutions.cpu import available_cores, cpu_model, fastest_thread_count
 from solutions.data import CharTokenizer
 from solutions.lm import (
     LanguageModel,
@@ -48,16 +50,41 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--eval-windows", type=int, default=256, help="validation windows per eval")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: time each count on the model, keep the "
+                        "fastest)")
     p.add_argument("--out", default=str(ROOT / "book/data/shakespeare_lm.pt"))
     p.add_argument("--curve", default=str(ROOT / "book/data/shakespeare_curve.json"))
     return p.parse_args()
 
 
-def main() -> None:
-    args = parse_args()
+def set_threads(model: LanguageModel, train_data: torch.Tensor, args) -> None:
+    """``--threads``, or the count that runs a training step fastest, timed on a copy of the
+    model (the random state is given back, so training is the same as without the timing)."""
+    print(f"CPU: {cpu_model()}, {available_cores()} cores, torch {torch.__version__}")
     if args.threads:
         torch.set_num_threads(args.threads)
+        return
+    probe = copy.deepcopy(model)
+    optimizer = torch.optim.AdamW(probe.parameters(), lr=0.0)
+    batch = random_windows(train_data, args.batch_size, args.length,
+                           torch.Generator().manual_seed(0))
+
+    def step() -> None:
+        loss = lm_loss(probe, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    rng = torch.get_rng_state()
+    choice = fastest_thread_count(step)
+    torch.set_rng_state(rng)
+    torch.set_num_threads(choice.threads)
+    print(f"threads: {choice}")
+
+
+def main() -> None:
+    args = parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
     device = torch.device(args.device)
@@ -87,6 +114,8 @@ def main() -> None:
                           # max_len = the training length: longer contexts were never seen.
                           max_len=args.length).to(device)
     print(f"{sum(p.numel() for p in model.parameters()):,} parameters on {device}")
+    if device.type == "cpu":
+        set_threads(model, train_data, args)
 
     def log(entry: dict) -> None:
         val = f"  val {entry['val_loss']:.3f}" if "val_loss" in entry else ""

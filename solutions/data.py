@@ -125,12 +125,11 @@ def _symbol_task(
     g = _generator(seed)
     # (num_examples, length) symbols drawn uniformly from the ordinary ids 3..vocab_size-1
     srcs = torch.randint(NUM_SPECIAL, vocab_size, (num_examples, length), generator=g)
-    bos, eos = torch.tensor([BOS]), torch.tensor([EOS])
-    pairs = []
-    for src in srcs:
-        body = src.flip(0) if reverse else src
-        pairs.append((src.clone(), torch.cat([bos, body, eos])))
-    return pairs
+    body = srcs.flip(1) if reverse else srcs
+    bos = torch.full((num_examples, 1), BOS)
+    eos = torch.full((num_examples, 1), EOS)
+    tgts = torch.cat([bos, body, eos], dim=1)  # (num_examples, length + 2)
+    return list(zip(srcs.unbind(0), tgts.unbind(0)))
 
 
 def copy_task(
@@ -307,10 +306,13 @@ def pad_sequences(seqs: Sequence[torch.Tensor], pad_id: int = PAD) -> torch.Tens
     """
     if len(seqs) == 0:
         raise ValueError("pad_sequences needs at least one sequence")
-    max_len = max(len(s) for s in seqs)
-    out = torch.full((len(seqs), max_len), pad_id, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+    seqs = [s if isinstance(s, torch.Tensor) and s.dtype == torch.long
+            else torch.as_tensor(s, dtype=torch.long) for s in seqs]
+    lengths = torch.tensor([s.numel() for s in seqs])  # (B,)
+    out = torch.full((len(seqs), int(lengths.max())), pad_id, dtype=torch.long)
+    # One copy of all tokens into the (B, max_len) positions before each row's length (row by
+    # row in order), instead of one small copy per sequence.
+    out[torch.arange(out.shape[1]) < lengths[:, None]] = torch.cat(seqs)
     return out
 
 
@@ -377,7 +379,8 @@ def batches_by_length(
     pool_size = pool_batches * batch_size
     batches = []
     for start in range(0, len(items), pool_size):
-        pool = sorted(items[start : start + pool_size], key=lambda p: (len(p[0]), len(p[1])))
+        pool = sorted(items[start : start + pool_size],
+                      key=lambda p: (p[0].numel(), p[1].numel()))
         for b in range(0, len(pool), batch_size):
             batches.append(make_batch(pool[b : b + batch_size]))
     if shuffle:

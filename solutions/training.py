@@ -20,6 +20,7 @@ Shapes: ``B`` batch, ``T`` target positions, ``V`` target vocabulary, ``N`` flat
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import random
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .cpu import ThreadChoice, fastest_thread_count, thread_candidates
 from .data import EOS, PAD, Batch, Pair, batches_by_length, pad_sequences
 from .decoding import greedy_decode
 from .model import Transformer
@@ -256,6 +258,7 @@ class TrainConfig:
     checkpoint_path: str | None = None  # where to save checkpoints
     checkpoint_every: int | None = None  # save every this many steps (None: only when asked)
     device: str | None = None  # None: pick_device()
+    threads: int | None = None  # CPU threads; None: time each candidate count, keep the fastest
     progress: bool | None = None  # progress bar; None: only when stderr is a terminal
 
 
@@ -301,6 +304,7 @@ class Trainer:
         self.history: list[dict] = []
         self._window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
         self._batches: list[Batch] | None = None  # the current epoch's batches
+        self.thread_choice: ThreadChoice | None = None  # set by the first train() on a CPU
 
     def _fast_path(self, config: TrainConfig) -> None:
         """Apply the switches that act on the model or globally (see chapter 10)."""
@@ -366,6 +370,8 @@ class Trainer:
         show = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
         bar = _progress_bar(total=self.total_steps, initial=self.step, disable=not show)
         window = self._window
+        if self.step < end and self.device.type == "cpu":
+            self._set_threads()
         while self.step < end:
             lr = self.optimizer.param_groups[0]["lr"]  # the lr this step uses
             start = time.perf_counter()
@@ -391,6 +397,37 @@ class Trainer:
                 self.save(cfg.checkpoint_path)
         bar.close()
         return self.history
+
+    def _set_threads(self) -> None:
+        """Set the CPU thread count: ``config.threads``, or the fastest for this model and batch
+        size, measured once per process on a throw-away copy of the model (so training itself,
+        its random numbers included, is exactly as without the measurement)."""
+        if self.config.threads is not None:
+            torch.set_num_threads(self.config.threads)
+            return
+        if self.thread_choice is None:
+            candidates = thread_candidates()
+            if len(candidates) == 1:  # one thread allowed: nothing to choose
+                return
+            batch = self._epoch_batches()[0].to(self.device)
+            key = (tuple(p.shape for p in self.model.parameters()), tuple(batch.src.shape),
+                   tuple(batch.tgt_in.shape), self.config.amp, tuple(candidates))
+            if key not in _THREAD_CHOICES:
+                _THREAD_CHOICES[key] = self._time_thread_counts(batch, candidates)
+                print(f"Trainer: {_THREAD_CHOICES[key]}", flush=True)
+            self.thread_choice = _THREAD_CHOICES[key]
+        torch.set_num_threads(self.thread_choice.threads)
+
+    def _time_thread_counts(self, batch: Batch, candidates: list[int]) -> ThreadChoice:
+        model = copy.deepcopy(self.model)
+        optimizer = make_optimizer(model, lr=0.0)  # lr 0: the same work, weights stay finite
+        rng = torch.get_rng_state()
+        try:
+            return fastest_thread_count(lambda: train_step(
+                model, batch, optimizer, smoothing=self.config.smoothing,
+                grad_clip=self.config.grad_clip, amp=self.config.amp), candidates)
+        finally:
+            torch.set_rng_state(rng)
 
     # --- checkpoints -----------------------------------------------------------------------
 
@@ -435,6 +472,11 @@ class Trainer:
         """Load a checkpoint written by :meth:`save`; returns ``self``."""
         load_checkpoint(self, path)
         return self
+
+
+# Thread counts measured so far in this process, by (parameter shapes, batch shapes, amp,
+# candidate counts).
+_THREAD_CHOICES: dict[tuple, ThreadChoice] = {}
 
 
 def save_checkpoint(trainer: Trainer, path: str | Path) -> None:

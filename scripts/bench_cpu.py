@@ -1,0 +1,196 @@
+"""How close CPU training comes to the machine's own limit, and what the Trainer costs.
+
+For each task (the copy and date models with the sizes and batches of ``train_copy.py`` and
+``train_dates.py``) and each thread count, in one run:
+
+* **% of peak**: training FLOP/s of the ``Trainer`` (FLOPs of the very same steps counted with
+  ``torch.utils.flop_counter.FlopCounterMode``) against the machine's measured float32 matmul
+  peak with the same number of threads (:func:`solutions.cpu.matmul_peak`); once by the wall
+  clock, once per CPU-second of the process (fairer when other work shares the cores);
+* **Trainer / plain**: wall time of ``Trainer.train`` against a minimal plain-PyTorch loop
+  (``nn.Embedding`` + ``nn.Transformer`` + ``nn.Linear``, ``F.cross_entropy``, Adam, the same
+  warm-up schedule and clipping) on the same sizes, batches and number of steps; below 1.0
+  means the Trainer is faster. Both sides pay for cutting the data into batches.
+
+Timed runs alternate (Trainer, plain, Trainer, plain, ...) and the fastest of each counts, so
+that other work on the machine disturbs both sides alike. ``uptime`` is printed beside the table.
+
+    python scripts/bench_cpu.py                        # threads 1 and 2, both tasks
+    python scripts/bench_cpu.py --threads 1 --steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from solutions.cpu import available_cores, cpu_model, matmul_peak
+from solutions.data import (
+    PAD,
+    batches_by_length,
+    copy_task,
+    date_task,
+    date_tokenizers,
+    encode_date_pairs,
+)
+from solutions.model import Transformer
+from solutions.training import TrainConfig, Trainer, noam_lr
+
+# name: (model sizes, batch size, warm-up steps, label smoothing), as in the training scripts
+TASKS = {
+    "copy": (dict(d_model=64, num_heads=4, layers=1, d_ff=128), 128, 100, 0.0),
+    "dates": (dict(d_model=128, num_heads=4, layers=2, d_ff=256), 128, 300, 0.1),
+}
+
+
+def task_data(task: str, n: int) -> tuple[list, int, int]:
+    """``n`` training pairs of ``task`` and its source and target vocabulary sizes."""
+    if task == "copy":
+        return copy_task(n, vocab_size=11, length=10, seed=0), 11, 11
+    src_tok, tgt_tok = date_tokenizers()
+    pairs = encode_date_pairs(date_task(n, seed=0), src_tok, tgt_tok)
+    return pairs, src_tok.vocab_size, tgt_tok.vocab_size
+
+
+class PlainTransformer(nn.Module):
+    """The same model from stock PyTorch modules: embeddings scaled by sqrt(d_model) plus
+    sinusoidal positions, ``nn.Transformer`` (post-norm; it adds a final layer norm to each
+    stack, which ours leaves out), and a linear output layer."""
+
+    def __init__(self, src_vocab: int, tgt_vocab: int, d_model: int, num_heads: int,
+                 layers: int, d_ff: int, dropout: float, max_len: int = 64):
+        super().__init__()
+        self.d_model = d_model
+        self.src_embed = nn.Embedding(src_vocab, d_model)
+        self.tgt_embed = nn.Embedding(tgt_vocab, d_model)
+        position = torch.arange(max_len)[:, None]
+        freq = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
+        pe = torch.zeros(max_len, d_model)
+        pe[:, 0::2], pe[:, 1::2] = torch.sin(position * freq), torch.cos(position * freq)
+        self.register_buffer("pe", pe)
+        self.dropout = nn.Dropout(dropout)
+        self.transformer = nn.Transformer(d_model, num_heads, layers, layers, d_ff, dropout,
+                                          batch_first=True)
+        self.generator = nn.Linear(d_model, tgt_vocab)
+
+    def embed(self, embedding: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+        return self.dropout(embedding(ids) * self.d_model**0.5 + self.pe[: ids.shape[1]])
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        causal = torch.ones(tgt.shape[1], tgt.shape[1], dtype=torch.bool).triu(1)  # True = hide
+        src_pad, tgt_pad = src == PAD, tgt == PAD
+        out = self.transformer(self.embed(self.src_embed, src), self.embed(self.tgt_embed, tgt),
+                               tgt_mask=causal, src_key_padding_mask=src_pad,
+                               tgt_key_padding_mask=tgt_pad, memory_key_padding_mask=src_pad)
+        return self.generator(out)
+
+
+def plain_loop(model: PlainTransformer, pairs: list, batch_size: int, warmup: int,
+               smoothing: float) -> None:
+    """The minimal training loop: batches, forward, loss, backward, clip, Adam, schedule."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: noam_lr(i + 1, model.d_model, warmup))
+    model.train()
+    for batch in batches_by_length(pairs, batch_size, shuffle=True, seed=0):
+        logits = model(batch.src, batch.tgt_in)
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(),
+                               ignore_index=PAD, label_smoothing=smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        loss.item()
+
+
+def measure(task: str, threads: int, steps: int, repeats: int, dropout: float) -> dict:
+    sizes, batch_size, warmup, smoothing = TASKS[task]
+    pairs, src_vocab, tgt_vocab = task_data(task, steps * batch_size)
+    warm_pairs = pairs[: 2 * batch_size]
+
+    def ours() -> Transformer:
+        torch.manual_seed(0)
+        model = Transformer(src_vocab, tgt_vocab, d_model=sizes["d_model"],
+                            num_heads=sizes["num_heads"], num_encoder_layers=sizes["layers"],
+                            num_decoder_layers=sizes["layers"], d_ff=sizes["d_ff"],
+                            dropout=dropout, max_len=64)
+        return model
+
+    def trainer(data: list) -> Trainer:
+        config = TrainConfig(steps=len(data) // batch_size, batch_size=batch_size,
+                             warmup_steps=warmup, smoothing=smoothing, threads=threads,
+                             device="cpu", progress=False, log_every=10**9)
+        return Trainer(ours(), data, config)
+
+    def plain() -> PlainTransformer:
+        torch.manual_seed(0)
+        return PlainTransformer(src_vocab, tgt_vocab, dropout=dropout, **sizes)
+
+    torch.set_num_threads(threads)
+    trainer(warm_pairs).train()  # warm-up: thread pool, allocator
+    plain_loop(plain(), warm_pairs, batch_size, warmup, smoothing)
+    ours_s, plain_s, ours_cpu_s = [], [], []
+    for _ in range(repeats):
+        run = trainer(pairs)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        run.train()
+        ours_s.append(time.perf_counter() - start)
+        ours_cpu_s.append(time.process_time() - cpu_start)
+        model = plain()
+        start = time.perf_counter()
+        plain_loop(model, pairs, batch_size, warmup, smoothing)
+        plain_s.append(time.perf_counter() - start)
+    with FlopCounterMode(display=False) as counter:  # the FLOPs of the same steps
+        trainer(pairs).train()
+    flops = counter.get_total_flops()
+    peak, cpu_peak = matmul_peak(threads), matmul_peak(threads, clock=time.process_time)
+    ours_best, plain_best = min(ours_s), min(plain_s)
+    return {"task": task, "threads": threads, "ms_per_step": 1e3 * ours_best / steps,
+            "plain_ms_per_step": 1e3 * plain_best / steps, "ratio": ours_best / plain_best,
+            "gflop_per_step": flops / steps / 1e9, "gflops": flops / ours_best / 1e9,
+            "peak_gflops": peak / 1e9, "share_of_peak": flops / ours_best / peak,
+            "share_of_cpu_peak": flops / min(ours_cpu_s) / cpu_peak}
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--steps", type=int, default=10, help="training steps per timed run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per side")
+    parser.add_argument("--dropout", type=float, default=0.1, help="as the training scripts")
+    args = parser.parse_args()
+    print(f"CPU: {cpu_model()}, {available_cores()} cores, torch {torch.__version__}; "
+          f"{load()}")
+    header = (f"{'task':>6} {'threads':>7} {'ms/step':>8} {'plain':>8} {'Trainer/plain':>13} "
+              f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'peak':>7} {'% of peak':>9} "
+              f"{'% of peak per CPU-s':>19}")
+    print(header)
+    for threads in args.threads:
+        for task in args.tasks:
+            r = measure(task, threads, args.steps, args.repeats, args.dropout)
+            print(f"{r['task']:>6} {r['threads']:>7} {r['ms_per_step']:>8.1f} "
+                  f"{r['plain_ms_per_step']:>8.1f} {r['ratio']:>13.3f} "
+                  f"{r['gflop_per_step']:>10.3f} {r['gflops']:>8.1f} {r['peak_gflops']:>7.1f} "
+                  f"{100 * r['share_of_peak']:>8.1f}% {100 * r['share_of_cpu_peak']:>18.1f}%",
+                  flush=True)
+    print(f"({load()}; ms/step: the fastest of {args.repeats} runs of {args.steps} steps; "
+          f"peak: float32 1024x1024 matmul with as many threads; per CPU-s: FLOPs per "
+          f"CPU-second of this process, training against the matmul, which other work on "
+          f"the machine disturbs less than the wall clock)")
+
+
+if __name__ == "__main__":
+    main()
