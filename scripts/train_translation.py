@@ -27,6 +27,7 @@ import argparse
 import functools
 import json
 import os
+import signal
 import sys
 import time
 from collections import defaultdict
@@ -94,7 +95,7 @@ def score(examples, outputs) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6000, help="at most this many steps")
-    parser.add_argument("--cpu-budget", type=float, default=330.0,
+    parser.add_argument("--cpu-budget", type=float, default=600.0,
                         help="stop training after this many seconds of CPU time (the process's "
                              "own, which other programs on a shared machine do not inflate)")
     parser.add_argument("--train-size", type=int, default=100_000)
@@ -107,7 +108,7 @@ def main() -> int:
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--per-combo", type=int, default=25,
                         help="held-out values per direction and kind (12 x 4 combinations)")
-    parser.add_argument("--eval-every", type=int, default=300,
+    parser.add_argument("--eval-every", type=int, default=150,
                         help="steps between held-out checks for the learning curve (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -124,7 +125,7 @@ def main() -> int:
     train_examples = translation_task(args.train_size, seed=args.seed)
     train_pairs = encode_examples(train_examples, tok)
     test_examples = translation_test_set(args.per_combo, seed=args.seed + 1)
-    curve_examples = translation_test_set(4, seed=args.seed + 2)  # small, for the curve
+    curve_examples = translation_test_set(2, seed=args.seed + 2)  # small, for the curve
     data_s = time.perf_counter() - start
 
     model_config = dict(
@@ -143,9 +144,12 @@ def main() -> int:
           f"thread(s), {args.steps} steps of {args.batch_size}", flush=True)
 
     trainer = Trainer(model, train_pairs, config)
+    # kill -USR1 <pid> ends training after the current chunk; evaluation and saving still run
+    stop = []
+    signal.signal(signal.SIGUSR1, lambda *_: stop.append(True))
     checks, train_s, train_cpu_s = [], 0.0, 0.0
     every = args.eval_every or args.steps
-    while trainer.step < args.steps and train_cpu_s < args.cpu_budget:
+    while trainer.step < args.steps and train_cpu_s < args.cpu_budget and not stop:
         t0, c0 = time.perf_counter(), time.process_time()
         chunk = every
         if trainer.step:  # stay within the budget: the steps it leaves, at the pace so far
