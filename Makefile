@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv book test system-deps lint clean distclean
+.PHONY: all venv web book test system-deps lint clean distclean
 
 all: book
 
@@ -31,7 +31,23 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --no-deps -e .
 	touch $@
 
-book: venv
+# onnxruntime-web (pinned in package.json / package-lock.json) runs chapter 7's date model in
+# the reader's browser; its script and WebAssembly are served from the book's own static files.
+ORT_DIST := node_modules/onnxruntime-web/dist
+ORT_FILES := ort.wasm.min.js ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm
+ORT_STATIC := book/_static/ort
+
+web: $(addprefix $(ORT_STATIC)/,$(ORT_FILES))
+
+$(ORT_DIST)/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+$(ORT_STATIC)/%: $(ORT_DIST)/.installed
+	mkdir -p $(ORT_STATIC)
+	cp $(ORT_DIST)/$* $@
+
+book: venv web
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
 # Debian packages the tests need: Chromium (browser tests) and bubblewrap (grading sandbox).
@@ -43,7 +59,7 @@ ifeq ($(INSTALL_SYSTEM_DEPS),1)
 	if [ -n "$$missing" ]; then apt-get update && apt-get install -y $$missing; fi
 endif
 
-test: venv system-deps
+test: venv web system-deps
 	# One torch thread per process: the tensors in the tests are small, and two threads on two
 	# busy cores were measured 5-10x slower than one.
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -52,8 +68,8 @@ lint: venv
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf _build .pytest_cache .ruff_cache .hypothesis
+	rm -rf _build .pytest_cache .ruff_cache .hypothesis $(ORT_STATIC)
 	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) node_modules

@@ -446,3 +446,63 @@ def test_layout(page_name, width, base_url, browser):
     assert not defects, f"{page_name} at {width} px:\n" + "\n".join(
         f"  {kind}: {item}" for kind, items in defects.items() for item in items
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 7: the date model, run in the page by onnxruntime-web
+
+
+def _pytorch_dates(n: int) -> tuple[list[str], list[str]]:
+    """n held-out dates (never in training, in any format) and PyTorch's greedy outputs."""
+    import torch
+
+    from solutions.data import date_task, date_tokenizers, pad_sequences
+    from solutions.decoding import greedy_decode
+    from solutions.training import load_model
+
+    model = load_model(ROOT / "book" / "data" / "date_model.pt").float().eval()
+    src_tok, tgt_tok = date_tokenizers()
+    texts = [t for t, _ in date_task(n, seed=11, split="test")]
+    src = pad_sequences([torch.tensor(src_tok.encode(t)) for t in texts])
+    return texts, [tgt_tok.decode(o) for o in greedy_decode(model, src, max_len=12)]
+
+
+def test_date_model_in_the_page(base_url, context):
+    """Typing 200 held-out dates into chapter 7's box gives PyTorch's outputs, every one."""
+    texts, expected = _pytorch_dates(200)
+    ctx, watcher = context
+    page = ctx.new_page()
+    _open(page, f"{base_url}/book/ch07_training.html")
+    page.wait_for_selector("#date-demo-output[data-done]", timeout=60_000)
+    page.evaluate("() => { window.dateDemo.state.delay = 0; }")
+    box = page.locator("#date-demo-input")
+    got, milliseconds = [], []
+    for text in texts:
+        box.fill(text)  # an input event, as typing sends
+        done = page.locator("#date-demo-output[data-done]")
+        done.wait_for(timeout=30_000)
+        assert page.get_attribute("#date-demo-output", "data-for") == text
+        got.append(page.text_content("#date-demo-output"))
+        milliseconds.append(page.evaluate("() => window.dateDemo.state.lastMs"))
+    wrong = [(t, e, g) for t, e, g in zip(texts, expected, got) if e != g]
+    print(f"in-page model: {len(texts) - len(wrong)}/{len(texts)} as PyTorch; "
+          f"{sum(milliseconds) / len(milliseconds):.1f} ms per date (median "
+          f"{sorted(milliseconds)[len(milliseconds) // 2]:.1f})")
+    assert not wrong, f"{len(wrong)} dates differ (text, PyTorch, page): {wrong[:10]}"
+    # one row of the attention map per output character, EOS included
+    rows = page.locator("#date-demo-map svg text[text-anchor='end']").count()
+    assert rows == len(got[-1]) + 1
+    assert not watcher.problems(), watcher.problems()
+
+
+def test_date_demo_without_javascript(base_url, browser):
+    """With JavaScript off, chapter 7 still reads: the box is hidden, a note says what it is."""
+    ctx = browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900})
+    try:
+        page = ctx.new_page()
+        page.goto(f"{base_url}/book/ch07_training.html", wait_until="load")
+        assert not page.locator("#date-demo").is_visible()
+        assert "With JavaScript on" in page.locator("noscript").last.inner_text()
+        assert page.locator("#try-it-the-date-model-in-your-browser p").first.is_visible()
+    finally:
+        ctx.close()
