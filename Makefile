@@ -50,16 +50,18 @@ $(ORT_STATIC)/%: $(ORT_DIST)/.installed
 book: venv web
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
-# Debian packages the tests need: Chromium (browser tests) and bubblewrap (grading sandbox).
+# Debian packages the tests need: Chromium (browser tests), bubblewrap (grading sandbox) and npm
+# (onnxruntime-web for the book).
 system-deps:
 ifeq ($(INSTALL_SYSTEM_DEPS),1)
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then apt-get update && apt-get install -y $$missing; fi
 endif
 
-test: venv web system-deps
+test: venv system-deps web
 	# One torch thread per process: the tensors in the tests are small, and two threads on two
 	# busy cores were measured 5-10x slower than one.
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
