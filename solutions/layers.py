@@ -149,8 +149,9 @@ class LearnedPositionalEncoding(nn.Module):
 
 
 class PositionwiseFeedForward(nn.Module):
-    """FFN(x) = activation(x W1 + b1) W2 + b2, applied to every position
-    alone.
+    """FFN(x) = dropout(activation(x W1 + b1)) W2 + b2, applied to every
+    position alone. The inner dropout is not in the paper (as in PyTorch's
+    nn.TransformerEncoderLayer); it does nothing in eval() mode.
 
     (B, L, D) -> (B, L, D), through a hidden width d_ff (2048 for D = 512 in
     the paper).
