@@ -20,7 +20,7 @@ EDITION ?= self-study
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv book test system-deps lint clean distclean test-keras-tf
+.PHONY: all venv web book test system-deps lint clean distclean test-keras-tf
 
 all: book
 
@@ -34,25 +34,43 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --no-deps -e .
 	touch $@
 
+# onnxruntime-web (pinned in package.json / package-lock.json) runs chapter 7's date model in
+# the reader's browser; its script and WebAssembly are served from the book's own static files.
+ORT_DIST := node_modules/onnxruntime-web/dist
+ORT_FILES := ort.wasm.min.js ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm
+ORT_STATIC := book/_static/ort
+
+web: $(addprefix $(ORT_STATIC)/,$(ORT_FILES))
+
+$(ORT_DIST)/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+$(ORT_STATIC)/%: $(ORT_DIST)/.installed
+	mkdir -p $(ORT_STATIC)
+	cp $(ORT_DIST)/$* $@
+
 # EDITION=self-study (default): exercise solutions folded; EDITION=course: no solution shown,
 # built into _build/course/_build/html (the execution cache is shared).
-book: venv
+book: venv web
 ifeq ($(EDITION),course)
 	BOOK_EDITION=course $(BIN)/jupyter-book build . -W -n --keep-going --path-output _build/course
 else
 	BOOK_EDITION=$(EDITION) $(BIN)/jupyter-book build . -W -n --keep-going
 endif
 
-# Debian packages the tests need: Chromium (browser tests) and bubblewrap (grading sandbox).
+# Debian packages the tests need: Chromium (browser tests), bubblewrap (grading sandbox) and npm
+# (onnxruntime-web for the book).
 system-deps:
 ifeq ($(INSTALL_SYSTEM_DEPS),1)
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then apt-get update && apt-get install -y $$missing; fi
 endif
 
-test: venv system-deps
+test: venv system-deps web
 	# One torch thread per process: the tensors in the tests are small, and two threads on two
 	# busy cores were measured 5-10x slower than one.
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -81,8 +99,8 @@ lint: venv
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf _build .pytest_cache .ruff_cache .hypothesis
+	rm -rf _build .pytest_cache .ruff_cache .hypothesis $(ORT_STATIC)
 	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) node_modules

@@ -1,9 +1,11 @@
-"""Reference implementation of the Transformer (Vaswani et al., 2017) for the course
-"Transformers, step by step". Everything a chapter builds is importable from here::
+"""Reference implementation of the Transformer (Vaswani et al., 2017) for
+the course "Transformers, step by step". Everything a chapter builds is
+importable from here::
 
     from solutions import MultiHeadAttention, Transformer, greedy_decode
 
-Mask convention everywhere: a boolean tensor, True where attention is allowed.
+Mask convention everywhere: a boolean tensor, True where attention is
+allowed.
 """
 
 from .attention import (

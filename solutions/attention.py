@@ -6,11 +6,13 @@ Shapes use these letters throughout the package:
     Q  number of queries   K  number of keys (= number of values)
     D  model width         Dh width of one head (D // H)
 
-Mask convention (one convention everywhere in this package): a mask is a **boolean** tensor,
-**True where attention is allowed**, broadcastable to (B, H, Q, K). This is the convention of
-``torch.nn.functional.scaled_dot_product_attention``. (``nn.MultiheadAttention`` and
-``nn.Transformer*`` use the opposite one for boolean masks: True there means "not allowed".)
-A query that may attend to no key at all gets an output of zeros, never NaN.
+Mask convention (one convention everywhere in this package): a mask is a
+**boolean** tensor, **True where attention is allowed**, broadcastable to
+(B, H, Q, K). This is the convention of
+``torch.nn.functional.scaled_dot_product_attention``.
+(``nn.MultiheadAttention`` and ``nn.Transformer*`` use the opposite one for
+boolean masks: True there means "not allowed".) A query that may attend to
+no key at all gets an output of zeros, never NaN.
 """
 
 from __future__ import annotations
@@ -39,10 +41,11 @@ __all__ = [
 def softmax(x: Tensor, dim: int = -1) -> Tensor:
     """Numerically stable softmax along ``dim``.
 
-    Subtracting the maximum before exponentiating changes nothing mathematically
-    (softmax(x) = softmax(x - c)) but keeps ``exp`` from overflowing for large logits.
-    Entries equal to ``-inf`` get probability 0; a slice that is all ``-inf`` gets all zeros
-    (``torch.softmax`` would give NaN there).
+    Subtracting the maximum before exponentiating changes nothing
+    mathematically (softmax(x) = softmax(x - c)) but keeps ``exp`` from
+    overflowing for large logits. Entries equal to ``-inf`` get probability
+    0; a slice that is all ``-inf`` gets all zeros (``torch.softmax`` would
+    give NaN there).
 
     Args:
         x: logits, any shape.
@@ -51,42 +54,68 @@ def softmax(x: Tensor, dim: int = -1) -> Tensor:
         probabilities, same shape as ``x``.
     """
     x_max = x.amax(dim=dim, keepdim=True)
-    # An all -inf slice has max -inf, and -inf - (-inf) is NaN: shift such slices by 0 instead.
-    x_max = torch.where(torch.isfinite(x_max), x_max, torch.zeros_like(x_max))
+    # An all -inf slice has max -inf, and -inf - (-inf) is NaN: shift such
+    # slices by 0 instead.
+    x_max = torch.where(
+        torch.isfinite(x_max), x_max, torch.zeros_like(x_max)
+    )
     exp = torch.exp(x - x_max)
     total = exp.sum(dim=dim, keepdim=True)
     return exp / torch.where(total > 0, total, torch.ones_like(total))
 
 
-def check_mask(mask: Tensor | None, q_len: int, k_len: int, batch: int | None = None,
-               heads: int | None = None) -> None:
-    """Raise a clear error unless ``mask`` is None or a boolean tensor broadcastable to
-    (batch, heads, q_len, k_len). ``batch`` and ``heads`` are checked only when given."""
+def check_mask(
+    mask: Tensor | None,
+    q_len: int,
+    k_len: int,
+    batch: int | None = None,
+    heads: int | None = None,
+) -> None:
+    """Raise a clear error unless ``mask`` is None or a boolean tensor
+    broadcastable to (batch, heads, q_len, k_len). ``batch`` and ``heads``
+    are checked only when given."""
     if mask is None:
         return
     if not isinstance(mask, Tensor):
-        raise TypeError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
+        raise TypeError(
+            "mask must be a torch.Tensor or None, got "
+            f"{type(mask).__name__}"
+        )
     if mask.dtype != torch.bool:
         raise TypeError(
-            f"mask must be a boolean tensor (True = may attend), got dtype {mask.dtype}"
+            "mask must be a boolean tensor (True = may attend), got dtype "
+            f"{mask.dtype}"
         )
     if mask.dim() > 4:
-        raise ValueError(f"mask must have at most 4 dimensions, got shape {tuple(mask.shape)}")
+        raise ValueError(
+            "mask must have at most 4 dimensions, got shape "
+            f"{tuple(mask.shape)}"
+        )
     shape = (1,) * (4 - mask.dim()) + tuple(mask.shape)
-    wanted = (batch if batch is not None else shape[0], heads if heads is not None else shape[1],
-              q_len, k_len)
+    wanted = (
+        batch if batch is not None else shape[0],
+        heads if heads is not None else shape[1],
+        q_len,
+        k_len,
+    )
     for got, want in zip(shape, wanted):
         if got not in (1, want):
             raise ValueError(
                 f"mask of shape {tuple(mask.shape)} does not broadcast to "
-                f"(batch={wanted[0]}, heads={wanted[1]}, queries={q_len}, keys={k_len})"
+                f"(batch={wanted[0]}, heads={wanted[1]}, queries={q_len}, "
+                f"keys={k_len})"
             )
 
 
 def scaled_dot_product_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout_p: float = 0.0
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None = None,
+    dropout_p: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
-    """Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V, written out step by step.
+    """Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V, written out step
+    by step.
 
     Args:
         q: queries (..., Q, Dk)
@@ -95,8 +124,9 @@ def scaled_dot_product_attention(
         mask: boolean, True = may attend, broadcastable to (..., Q, K).
         dropout_p: dropout on the attention weights (training only).
     Returns:
-        output (..., Q, Dv) and attention weights (..., Q, K); each row of the weights sums
-        to 1, or is all zeros for a query that may attend to no key.
+        output (..., Q, Dv) and attention weights (..., Q, K); each row of
+        the weights sums to 1, or is all zeros for a query that may attend
+        to no key.
     """
     check_mask(mask, q.shape[-2], k.shape[-2])
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., Q, K)
@@ -109,20 +139,29 @@ def scaled_dot_product_attention(
 
 
 def fused_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout_p: float = 0.0
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None = None,
+    dropout_p: float = 0.0,
 ) -> Tensor:
-    """The same computation as :func:`scaled_dot_product_attention` through PyTorch's fused
-    kernel (FlashAttention / memory-efficient / C++ math), without materialising the weights.
+    """The same computation as :func:`scaled_dot_product_attention` through
+    PyTorch's fused kernel (FlashAttention / memory-efficient / C++ math),
+    without materialising the weights.
 
-    Shapes as in :func:`scaled_dot_product_attention`; returns only the output.
+    Shapes as in :func:`scaled_dot_product_attention`; returns only the
+    output.
     """
     batch, heads = q.shape[:2] if q.dim() == 4 else (None, None)
     check_mask(mask, q.shape[-2], k.shape[-2], batch, heads)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout_p
+    )
     if mask is not None and out.device.type != "cpu":
-        # Some GPU kernels (cuDNN's) return garbage for a query with no allowed key; our
-        # convention is a zero output. PyTorch's CPU kernels already give zeros (since 2.5;
-        # tests/test_attention.py checks it), so we skip this extra pass there.
+        # Some GPU kernels (cuDNN's) return garbage for a query with no
+        # allowed key; our convention is a zero output. PyTorch's CPU
+        # kernels already give zeros (since 2.5; tests/test_attention.py
+        # checks it), so we skip this extra pass there.
         out = out.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
     return out
 
@@ -137,17 +176,24 @@ def padding_mask(tokens: Tensor, pad_id: int = 0) -> Tensor:
         boolean mask (B, 1, 1, K): True where the key is a real token.
     """
     if tokens.dim() != 2:
-        raise ValueError(f"tokens must have shape (batch, length), got {tuple(tokens.shape)}")
+        raise ValueError(
+            "tokens must have shape (batch, length), got "
+            f"{tuple(tokens.shape)}"
+        )
     return (tokens != pad_id)[:, None, None, :]
 
 
-def causal_mask(length: int, device: torch.device | str | None = None) -> Tensor:
+def causal_mask(
+    length: int, device: torch.device | str | None = None
+) -> Tensor:
     """Mask that lets position i attend to positions 0..i only.
 
     Returns:
         boolean mask (length, length), True on and below the diagonal.
     """
-    return torch.ones(length, length, dtype=torch.bool, device=device).tril()
+    return torch.ones(
+        length, length, dtype=torch.bool, device=device
+    ).tril()
 
 
 def target_mask(tokens: Tensor, pad_id: int = 0) -> Tensor:
@@ -156,20 +202,26 @@ def target_mask(tokens: Tensor, pad_id: int = 0) -> Tensor:
     Args:
         tokens: target ids (B, T).
     Returns:
-        boolean mask (B, 1, T, T): True where query i may attend to key j, that is
-        j <= i and token j is not padding.
+        boolean mask (B, 1, T, T): True where query i may attend to key j,
+        that is j <= i and token j is not padding.
     """
-    return padding_mask(tokens, pad_id) & causal_mask(tokens.shape[1], tokens.device)
+    return padding_mask(tokens, pad_id) & causal_mask(
+        tokens.shape[1], tokens.device
+    )
 
 
 def split_heads(x: Tensor, num_heads: int) -> Tensor:
-    """(B, L, D) -> (B, H, L, D // H): give every head its own slice of the features."""
+    """(B, L, D) -> (B, H, L, D // H): give every head its own slice of the
+    features."""
     batch, length, d_model = x.shape
-    return x.view(batch, length, num_heads, d_model // num_heads).transpose(1, 2)
+    return x.view(batch, length, num_heads, d_model // num_heads).transpose(
+        1, 2
+    )
 
 
 def merge_heads(x: Tensor) -> Tensor:
-    """(B, H, L, Dh) -> (B, L, H * Dh): the inverse of :func:`split_heads`."""
+    """(B, H, L, Dh) -> (B, L, H * Dh): the inverse of
+    :func:`split_heads`."""
     batch, heads, length, d_head = x.shape
     return x.transpose(1, 2).reshape(batch, length, heads * d_head)
 
@@ -177,8 +229,9 @@ def merge_heads(x: Tensor) -> Tensor:
 class KVCache:
     """Keys and values of one attention layer, kept between decoding steps.
 
-    For self-attention in the decoder, each step appends the new token's key and value; for
-    cross-attention the keys and values come from the encoder's memory and are computed once.
+    For self-attention in the decoder, each step appends the new token's key
+    and value; for cross-attention the keys and values come from the
+    encoder's memory and are computed once.
     Tensors are stored split into heads: (B, H, L, Dh).
     """
 
@@ -190,7 +243,8 @@ class KVCache:
         return 0 if self.k is None else self.k.shape[-2]
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Add new keys/values (B, H, new, Dh); return all of them so far (B, H, L, Dh)."""
+        """Add new keys/values (B, H, new, Dh); return all of them so far
+        (B, H, L, Dh)."""
         if self.k is None:
             self.k, self.v = k, v
         else:
@@ -199,14 +253,16 @@ class KVCache:
         return self.k, self.v
 
     def reorder(self, index: Tensor) -> None:
-        """Keep the batch rows given by ``index`` (B',): used by beam search."""
+        """Keep the batch rows given by ``index`` (B',): used by beam
+        search."""
         if self.k is not None:
             self.k = self.k.index_select(0, index)
             self.v = self.v.index_select(0, index)
 
 
 class MultiHeadAttention(nn.Module):
-    """Multi-head attention: h attention heads, each on its own learned projection.
+    """Multi-head attention: h attention heads, each on its own learned
+    projection.
 
         MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W_O,
         head_i = Attention(Q W_Q_i, K W_K_i, V W_V_i)
@@ -217,16 +273,24 @@ class MultiHeadAttention(nn.Module):
         dropout: dropout on the attention weights.
         bias: whether the four projections have biases.
 
-    The attribute ``keep_weights`` (False by default) makes ``forward`` compute attention the
-    explicit way and keep the weights (B, H, Q, K) in ``last_weights`` for plotting; otherwise
-    PyTorch's fused kernel is used and ``last_weights`` is None.
+    The attribute ``keep_weights`` (False by default) makes ``forward``
+    compute attention the explicit way and keep the weights (B, H, Q, K) in
+    ``last_weights`` for plotting; otherwise PyTorch's fused kernel is used
+    and ``last_weights`` is None.
     """
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True):
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+    ):
         super().__init__()
         if num_heads <= 0 or d_model % num_heads != 0:
             raise ValueError(
-                f"d_model ({d_model}) must be divisible by num_heads ({num_heads})"
+                f"d_model ({d_model}) must be divisible by num_heads "
+                f"({num_heads})"
             )
         self.d_model = d_model
         self.num_heads = num_heads
@@ -252,18 +316,21 @@ class MultiHeadAttention(nn.Module):
             query: (B, Q, D)
             key:   (B, K, D)
             value: (B, K, D)
-            mask: boolean, True = may attend, broadcastable to (B, H, Q, K_total) where
+            mask: boolean, True = may attend, broadcastable to (B, H, Q,
+            K_total) where
                 K_total counts cached keys too.
-            cache: keys/values of earlier decoding steps (decoding only). With
-                ``static_kv=False`` (self-attention) the new keys/values are appended; with
-                ``static_kv=True`` (cross-attention) they are computed on the first call and
-                reused afterwards.
+            cache: keys/values of earlier decoding steps (decoding only).
+            With
+                ``static_kv=False`` (self-attention) the new keys/values are
+                appended; with ``static_kv=True`` (cross-attention) they are
+                computed on the first call and reused afterwards.
         Returns:
             (B, Q, D)
         """
         if query.dim() != 3 or query.shape[-1] != self.d_model:
             raise ValueError(
-                f"query must have shape (batch, length, {self.d_model}), got {tuple(query.shape)}"
+                f"query must have shape (batch, length, {self.d_model}), "
+                f"got {tuple(query.shape)}"
             )
         if query.shape[0] == 0:
             raise ValueError("empty batch: query has batch size 0")
@@ -278,33 +345,50 @@ class MultiHeadAttention(nn.Module):
         check_mask(mask, q.shape[-2], k.shape[-2], batch=q.shape[0])
         dropout_p = self.dropout if self.training else 0.0
         if self.keep_weights:
-            out, self.last_weights = scaled_dot_product_attention(q, k, v, mask, dropout_p)
+            out, self.last_weights = scaled_dot_product_attention(
+                q, k, v, mask, dropout_p
+            )
         else:
-            out, self.last_weights = fused_attention(q, k, v, mask, dropout_p), None
+            out, self.last_weights = (
+                fused_attention(q, k, v, mask, dropout_p),
+                None,
+            )
         return self.out_proj(merge_heads(out))
 
     @classmethod
     def from_torch(cls, mha: nn.MultiheadAttention) -> MultiHeadAttention:
-        """Build ours holding the same weights as ``mha`` (which must have ``kdim == vdim ==
-        embed_dim``). ``nn.MultiheadAttention`` stacks W_Q, W_K, W_V in ``in_proj_weight``."""
+        """Build ours holding the same weights as ``mha`` (which must have
+        ``kdim == vdim == embed_dim``). ``nn.MultiheadAttention`` stacks
+        W_Q, W_K, W_V in ``in_proj_weight``."""
         if not mha._qkv_same_embed_dim:
             raise ValueError("from_torch needs kdim == vdim == embed_dim")
         if mha.bias_k is not None or mha.add_zero_attn:
-            raise ValueError("from_torch does not support add_bias_kv or add_zero_attn")
+            raise ValueError(
+                "from_torch does not support add_bias_kv or add_zero_attn"
+            )
         bias = mha.in_proj_bias is not None
-        ours = cls(mha.embed_dim, mha.num_heads, dropout=mha.dropout, bias=bias)
-        ours.to(device=mha.in_proj_weight.device, dtype=mha.in_proj_weight.dtype)
+        ours = cls(
+            mha.embed_dim, mha.num_heads, dropout=mha.dropout, bias=bias
+        )
+        ours.to(
+            device=mha.in_proj_weight.device, dtype=mha.in_proj_weight.dtype
+        )
         with torch.no_grad():
             for proj, w in zip(
-                (ours.q_proj, ours.k_proj, ours.v_proj), mha.in_proj_weight.chunk(3)
+                (ours.q_proj, ours.k_proj, ours.v_proj),
+                mha.in_proj_weight.chunk(3),
             ):
                 proj.weight.copy_(w)
             ours.out_proj.weight.copy_(mha.out_proj.weight)
             if bias:
-                for proj, b in zip((ours.q_proj, ours.k_proj, ours.v_proj), mha.in_proj_bias.chunk(3)):
+                for proj, b in zip(
+                    (ours.q_proj, ours.k_proj, ours.v_proj),
+                    mha.in_proj_bias.chunk(3),
+                ):
                     proj.bias.copy_(b)
                 ours.out_proj.bias.copy_(mha.out_proj.bias)
         return ours
 
     def extra_repr(self) -> str:
-        return f"d_model={self.d_model}, num_heads={self.num_heads}, dropout={self.dropout}"
+        return (f"d_model={self.d_model}, num_heads={self.num_heads}, "
+                f"dropout={self.dropout}")

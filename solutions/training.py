@@ -1,21 +1,24 @@
-"""Training the Transformer: the loss, the learning-rate schedule, a small training loop with
-checkpoints that resume exactly, and an exact-match metric.
+"""Training the Transformer: the loss, the learning-rate schedule, a small
+training loop with checkpoints that resume exactly, and an exact-match
+metric.
 
 The recipe is the paper's (section 5):
 
-* **Label smoothing** (eps = 0.1): the target distribution puts 1 - eps on the right token and
-  spreads eps uniformly over the vocabulary, so the model is never pushed towards infinite
-  confidence.
+* **Label smoothing** (eps = 0.1): the target distribution puts 1 - eps on
+  the right token and spreads eps uniformly over the vocabulary, so the
+  model is never pushed towards infinite confidence.
 * **Adam** with beta1 = 0.9, beta2 = 0.98, eps = 1e-9.
-* **Warm-up then inverse square root decay** of the learning rate (formula 3)::
+* **Warm-up then inverse square root decay** of the learning rate (formula
+  3)::
 
       lrate = d_model^-0.5 * min(step^-0.5, step * warmup_steps^-1.5)
 
-On top of that the loop does what any modern loop does: gradient clipping, optional bf16
-autocast and ``torch.compile``, a progress bar, and a history of (step, loss, lr, tokens/s)
-for learning curves.
+On top of that the loop does what any modern loop does: gradient clipping,
+optional bf16 autocast and ``torch.compile``, a progress bar, and a history
+of (step, loss, lr, tokens/s) for learning curves.
 
-Shapes: ``B`` batch, ``T`` target positions, ``V`` target vocabulary, ``N`` flattened tokens.
+Shapes: ``B`` batch, ``T`` target positions, ``V`` target vocabulary, ``N``
+flattened tokens.
 """
 
 from __future__ import annotations
@@ -56,54 +59,69 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------
 # Loss
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------
 
 
 def label_smoothed_cross_entropy(
-    logits: Tensor, target: Tensor, smoothing: float = 0.1, ignore_index: int = PAD
+    logits: Tensor,
+    target: Tensor,
+    smoothing: float = 0.1,
+    ignore_index: int = PAD,
 ) -> Tensor:
-    """Cross-entropy against a label-smoothed target, averaged over the non-padding tokens.
+    """Cross-entropy against a label-smoothed target, averaged over the
+    non-padding tokens.
 
     The smoothed target distribution of a token whose label is ``y`` is::
 
         q = (1 - eps) * one_hot(y) + eps / V      (V = vocabulary size)
 
     and the loss is -sum_v q_v log p_v. This is exactly PyTorch's
-    ``F.cross_entropy(logits, target, ignore_index=..., label_smoothing=eps)``.
+    ``F.cross_entropy(logits, target, ignore_index=...,
+    label_smoothing=eps)``.
 
     Args:
         logits: (N, V) or (B, T, V) unnormalised scores.
-        target: (N,) or (B, T) token ids; positions equal to ``ignore_index`` count for nothing.
+        target: (N,) or (B, T) token ids; positions equal to
+        ``ignore_index`` count for nothing.
         smoothing: eps in [0, 1); 0 gives the ordinary cross-entropy.
         ignore_index: the id whose positions are skipped (padding).
     Returns:
-        scalar: mean loss over the positions that are not ``ignore_index`` (0 if there are none).
+        scalar: mean loss over the positions that are not ``ignore_index``
+        (0 if there are none).
     """
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
     vocab = logits.shape[-1]
     logits = logits.reshape(-1, vocab)  # (N, V)
     if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()  # float32 even under bf16 autocast (float64 stays float64)
+        logits = (
+            logits.float()
+        )  # float32 even under bf16 autocast (float64 stays float64)
     target = target.reshape(-1)  # (N,)
     keep = target != ignore_index  # (N,) True for real tokens
     log_probs = F.log_softmax(logits, dim=-1)  # (N, V)
 
-    # The smoothed target distribution q, one row per token: eps / V everywhere ...
+    # The smoothed target distribution q, one row per token: eps / V
+    # everywhere ...
     q = torch.full_like(log_probs, smoothing / vocab)
-    # ... plus 1 - eps on the right label (padding rows get a dummy label 0; they are dropped).
+    # ... plus 1 - eps on the right label (padding rows get a dummy label 0;
+    # they are dropped).
     label = target.masked_fill(~keep, 0)[:, None]  # (N, 1)
-    q.scatter_add_(1, label, torch.full_like(label, 1.0 - smoothing, dtype=q.dtype))
+    q.scatter_add_(
+        1, label, torch.full_like(label, 1.0 - smoothing, dtype=q.dtype)
+    )
 
     per_token = -(q * log_probs).sum(dim=-1)  # (N,)
-    per_token = per_token.masked_fill(~keep, 0.0)  # padding contributes nothing, not even grads
+    # padding contributes nothing, not even grads
+    per_token = per_token.masked_fill(~keep, 0.0)
     return per_token.sum() / keep.sum().clamp(min=1)
 
 
 class LabelSmoothingLoss(nn.Module):
-    """Module form of :func:`label_smoothed_cross_entropy`: ``loss(logits, target) -> scalar``."""
+    """Module form of :func:`label_smoothed_cross_entropy`: ``loss(logits,
+    target) -> scalar``."""
 
     def __init__(self, smoothing: float = 0.1, ignore_index: int = PAD):
         super().__init__()
@@ -111,35 +129,51 @@ class LabelSmoothingLoss(nn.Module):
         self.ignore_index = ignore_index
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return label_smoothed_cross_entropy(logits, target, self.smoothing, self.ignore_index)
+        return label_smoothed_cross_entropy(
+            logits, target, self.smoothing, self.ignore_index
+        )
 
     def extra_repr(self) -> str:
-        return f"smoothing={self.smoothing}, ignore_index={self.ignore_index}"
+        return (
+            f"smoothing={self.smoothing}, ignore_index={self.ignore_index}"
+        )
 
 
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------
 # One training step
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------
 
 
-def train_step(model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer,
-               scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-               smoothing: float = 0.1, grad_clip: float | None = 1.0, amp: bool = False,
-               forward=None) -> float:
+def train_step(
+    model: nn.Module,
+    batch: Batch,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    smoothing: float = 0.1,
+    grad_clip: float | None = 1.0,
+    amp: bool = False,
+    forward=None,
+) -> float:
     """One optimiser step of teacher-forced training on ``batch``.
 
-    Forward ``model(batch.src, batch.tgt_in)`` -> logits (B, T, V), label-smoothed loss against
-    ``batch.tgt_out`` (padding ignored), fresh gradients, gradient-norm clipping to
-    ``grad_clip`` (None: no clipping), optimiser step, then one step of the learning-rate
-    ``scheduler`` if there is one. ``amp`` runs the forward pass under bfloat16 autocast;
-    ``forward`` is the callable to use instead of ``model`` (a ``torch.compile``-d model).
+    Forward ``model(batch.src, batch.tgt_in)`` -> logits (B, T, V),
+    label-smoothed loss against ``batch.tgt_out`` (padding ignored), fresh
+    gradients, gradient-norm clipping to ``grad_clip`` (None: no clipping),
+    optimiser step, then one step of the learning-rate ``scheduler`` if
+    there is one. ``amp`` runs the forward pass under bfloat16 autocast;
+    ``forward`` is the callable to use instead of ``model`` (a
+    ``torch.compile``-d model).
 
     Returns:
         the loss before the step, as a Python float.
     """
     model.train()
-    with torch.autocast(batch.src.device.type, dtype=torch.bfloat16, enabled=amp):
-        logits = (model if forward is None else forward)(batch.src, batch.tgt_in)  # (B, T, V)
+    with torch.autocast(
+        batch.src.device.type, dtype=torch.bfloat16, enabled=amp
+    ):
+        logits = (model if forward is None else forward)(
+            batch.src, batch.tgt_in
+        )  # (B, T, V)
     loss = label_smoothed_cross_entropy(logits, batch.tgt_out, smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -151,42 +185,61 @@ def train_step(model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer,
     return loss.item()
 
 
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------
 # Optimiser and learning-rate schedule
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------
 
 
-def noam_lr(step: int, d_model: int, warmup_steps: int = 4000, factor: float = 1.0) -> float:
-    """The paper's learning rate at optimiser step ``step`` (counted from 1), formula 3:
+def noam_lr(
+    step: int, d_model: int, warmup_steps: int = 4000, factor: float = 1.0
+) -> float:
+    """The paper's learning rate at optimiser step ``step`` (counted from
+    1), formula 3:
 
         factor * d_model^-0.5 * min(step^-0.5, step * warmup_steps^-1.5)
 
-    It grows linearly for ``warmup_steps`` steps, peaks at ``step == warmup_steps`` with
-    ``factor * (d_model * warmup_steps)^-0.5``, then decays like 1 / sqrt(step).
+    It grows linearly for ``warmup_steps`` steps, peaks at ``step ==
+    warmup_steps`` with ``factor * (d_model * warmup_steps)^-0.5``, then
+    decays like 1 / sqrt(step).
     """
     if step < 1:
         raise ValueError(f"step is counted from 1, got {step}")
-    return factor * d_model**-0.5 * min(step**-0.5, step * warmup_steps**-1.5)
+    return (
+        factor * d_model**-0.5 * min(step**-0.5, step * warmup_steps**-1.5)
+    )
 
 
 class _NoamLambda:
-    """``step_index -> noam_lr(step_index + 1, ...)`` as a picklable object for LambdaLR."""
+    """``step_index -> noam_lr(step_index + 1, ...)`` as a picklable object
+    for LambdaLR."""
 
     def __init__(self, d_model: int, warmup_steps: int, factor: float):
-        self.d_model, self.warmup_steps, self.factor = d_model, warmup_steps, factor
+        self.d_model, self.warmup_steps, self.factor = (
+            d_model,
+            warmup_steps,
+            factor,
+        )
 
     def __call__(self, step_index: int) -> float:
-        # LambdaLR counts from 0 (before the first optimizer.step()); the paper counts from 1.
-        return noam_lr(step_index + 1, self.d_model, self.warmup_steps, self.factor)
+        # LambdaLR counts from 0 (before the first optimizer.step()); the
+        # paper counts from 1.
+        return noam_lr(
+            step_index + 1, self.d_model, self.warmup_steps, self.factor
+        )
 
 
 def warmup_inverse_sqrt_schedule(
-    optimizer: torch.optim.Optimizer, d_model: int, warmup_steps: int = 4000, factor: float = 1.0
+    optimizer: torch.optim.Optimizer,
+    d_model: int,
+    warmup_steps: int = 4000,
+    factor: float = 1.0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A scheduler that sets the lr of optimiser step k (k = 1, 2, ...) to ``noam_lr(k, ...)``.
+    """A scheduler that sets the lr of optimiser step k (k = 1, 2, ...) to
+    ``noam_lr(k, ...)``.
 
-    The optimiser's base lr must be 1.0 (what :func:`make_optimizer` uses): LambdaLR multiplies
-    the base lr by the function's value. Call ``scheduler.step()`` after each ``optimizer.step()``.
+    The optimiser's base lr must be 1.0 (what :func:`make_optimizer` uses):
+    LambdaLR multiplies the base lr by the function's value. Call
+    ``scheduler.step()`` after each ``optimizer.step()``.
     """
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, _NoamLambda(d_model, warmup_steps, factor)
@@ -201,113 +254,182 @@ def make_optimizer(
     weight_decay: float = 0.0,
     fused: bool | None = None,
 ) -> torch.optim.Optimizer:
-    """Adam with the paper's betas and eps (AdamW, decoupled decay, when ``weight_decay > 0``).
+    """Adam with the paper's betas and eps (AdamW, decoupled decay, when
+    ``weight_decay > 0``).
 
-    ``lr`` is 1.0 because the schedule supplies the actual learning rate. ``fused=True``: one
-    kernel updates every parameter (instead of a loop of small ones), same results.
+    ``lr`` is 1.0 because the schedule supplies the actual learning rate.
+    ``fused=True``: one
+    kernel updates every parameter (instead of a loop of small ones), same
+    results.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if weight_decay > 0:
-        return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                 fused=fused)
-    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, fused=fused)
+        return torch.optim.AdamW(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            fused=fused,
+        )
+    return torch.optim.Adam(
+        params, lr=lr, betas=betas, eps=eps, fused=fused
+    )
 
 
 def pick_device() -> torch.device:
     """The best device available: CUDA, then Apple's MPS, then the CPU."""
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if (
+        getattr(torch.backends, "mps", None) is not None
+        and torch.backends.mps.is_available()
+    ):
         return torch.device("mps")
     return torch.device("cpu")
 
 
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------
 # The training loop
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------
 
 
 @dataclass
 class TrainConfig:
     """Everything the training loop needs besides the model and the data.
 
-    Training length: ``steps`` optimiser steps, or, if ``steps`` is None, ``epochs`` passes
-    over the data.
+    Training length: ``steps`` optimiser steps, or, if ``steps`` is None,
+    ``epochs`` passes over the data.
     """
 
-    steps: int | None = 1000  # optimiser steps in total (None: use ``epochs``)
+    # optimiser steps in total (None: use ``epochs``)
+    steps: int | None = 1000
     epochs: int | None = None  # passes over the data when ``steps`` is None
     batch_size: int = 64  # pairs per batch
     warmup_steps: int = 400  # steps of linear warm-up (the paper: 4000)
     lr_factor: float = 1.0  # multiplies the paper's learning rate
     smoothing: float = 0.1  # label smoothing eps
-    grad_clip: float | None = 1.0  # max global gradient norm (None: no clipping)
+    # max global gradient norm (None: no clipping)
+    grad_clip: float | None = 1.0
     weight_decay: float = 0.0  # > 0 switches Adam to AdamW
     amp: bool = False  # bf16 autocast (CUDA or CPU)
-    compile: bool = False  # torch.compile the model (slow to start, especially on CPU)
+    compile: bool = (
+        False  # torch.compile the model (slow to start, especially on CPU)
+    )
     # The fast path's other switches (chapter 10):
-    compile_dynamic: bool | None = None  # torch.compile(dynamic=...): True, one graph for all lengths
-    bucket: int | None = None  # pad lengths up to a multiple of this (few shapes to compile)
-    batch_tokens: int | None = None  # batches of at most this many padded tokens (not batch_size)
-    tf32: bool = False  # TF32 tensor-core matmuls for float32 (CUDA; no effect on a CPU)
+    compile_dynamic: bool | None = (
+        None  # torch.compile(dynamic=...): True, one graph for all lengths
+    )
+    bucket: int | None = (
+        None  # pad lengths up to a multiple of this (few shapes to compile)
+    )
+    batch_tokens: int | None = (
+        None  # batches of at most this many padded tokens (not batch_size)
+    )
+    # TF32 tensor-core matmuls for float32 (CUDA; no effect on a CPU)
+    tf32: bool = False
     fused_adam: bool = False  # Adam's update in one fused kernel
-    avoid_cudnn_attention: bool = False  # keep SDPA off cuDNN (a new plan for every shape)
-    activation_checkpointing: bool = False  # recompute each layer in backward: less memory
+    avoid_cudnn_attention: bool = (
+        False  # keep SDPA off cuDNN (a new plan for every shape)
+    )
+    activation_checkpointing: bool = (
+        False  # recompute each layer in backward: less memory
+    )
     seed: int = 0  # seeds torch and random; epoch e's batches use seed + e
-    log_every: int = 10  # one history entry per this many steps (mean loss over them)
+    # one history entry per this many steps (mean loss over them)
+    log_every: int = 10
     checkpoint_path: str | None = None  # where to save checkpoints
-    checkpoint_every: int | None = None  # save every this many steps (None: only when asked)
+    # save every this many steps (None: only when asked)
+    checkpoint_every: int | None = None
     device: str | None = None  # None: pick_device()
-    threads: int | None = None  # CPU threads; None: time each candidate count, keep the fastest
-    progress: bool | None = None  # progress bar; None: only when stderr is a terminal
+    threads: int | None = (
+        # CPU threads; None: time each candidate count, keep the fastest
+        None
+    )
+    progress: bool | None = (
+        None  # progress bar; None: only when stderr is a terminal
+    )
 
 
 class Trainer:
-    """Trains a :class:`~solutions.model.Transformer` on a list of (src, tgt) id pairs.
+    """Trains a :class:`~solutions.model.Transformer` on a list of (src,
+    tgt) id pairs.
 
-    >>> trainer = Trainer(model, pairs, TrainConfig(steps=500))   # doctest: +SKIP
-    >>> history = trainer.train()                                  # doctest: +SKIP
-    >>> trainer.save("ckpt.pt")                                    # doctest: +SKIP
+    >>> trainer = Trainer(model, pairs, TrainConfig(steps=500))   # doctest:
+    +SKIP >>> history = trainer.train()                                  #
+    doctest: +SKIP >>> trainer.save("ckpt.pt")
+    # doctest: +SKIP
 
-    One step: batch -> logits = model(src, tgt_in) (B, T, V) -> label-smoothed loss against
-    tgt_out (B, T) -> backward -> clip gradients -> optimiser step -> schedule step.
+    One step: batch -> logits = model(src, tgt_in) (B, T, V) ->
+    label-smoothed loss against tgt_out (B, T) -> backward -> clip gradients
+    -> optimiser step -> schedule step.
 
-    Epoch ``e`` cuts the data into batches with ``batches_by_length(pairs, batch_size,
-    shuffle=True, seed=seed + e)``. A checkpoint stores the model, optimiser, schedule, the
-    position (step, epoch, batch within the epoch), the history and every random state, so that
-    ``Trainer(new_model, pairs, config).resume(path)`` continues exactly where training stopped.
+    Epoch ``e`` cuts the data into batches with ``batches_by_length(pairs,
+    batch_size, shuffle=True, seed=seed + e)``. A checkpoint stores the
+    model, optimiser, schedule, the position (step, epoch, batch within the
+    epoch), the history and every random state, so that ``Trainer(new_model,
+    pairs, config).resume(path)`` continues exactly where training stopped.
     """
 
-    def __init__(self, model: Transformer, pairs: Sequence[Pair], config: TrainConfig | None = None):
-        self.config = config = config if config is not None else TrainConfig()
+    def __init__(
+        self,
+        model: Transformer,
+        pairs: Sequence[Pair],
+        config: TrainConfig | None = None,
+    ):
+        self.config = config = (
+            config if config is not None else TrainConfig()
+        )
         if config.steps is None and config.epochs is None:
             raise ValueError("set TrainConfig.steps or TrainConfig.epochs")
         if len(pairs) == 0:
             raise ValueError("no training pairs")
         torch.manual_seed(config.seed)
         random.seed(config.seed)
-        self.device = torch.device(config.device) if config.device else pick_device()
+        self.device = (
+            torch.device(config.device) if config.device else pick_device()
+        )
         self.model = model.to(self.device)
         self.pairs = pairs
         self._fast_path(config)
-        self.optimizer = make_optimizer(model, weight_decay=config.weight_decay,
-                                        fused=config.fused_adam or None)
-        self.scheduler = warmup_inverse_sqrt_schedule(
-            self.optimizer, model.d_model, config.warmup_steps, config.lr_factor
+        self.optimizer = make_optimizer(
+            model,
+            weight_decay=config.weight_decay,
+            fused=config.fused_adam or None,
         )
-        # torch.compile returns a wrapper sharing the parameters; checkpoints save ``model``.
-        self.forward = (torch.compile(model, dynamic=config.compile_dynamic) if config.compile
-                        else model)
+        self.scheduler = warmup_inverse_sqrt_schedule(
+            self.optimizer,
+            model.d_model,
+            config.warmup_steps,
+            config.lr_factor,
+        )
+        # torch.compile returns a wrapper sharing the parameters;
+        # checkpoints save ``model``.
+        self.forward = (
+            torch.compile(model, dynamic=config.compile_dynamic)
+            if config.compile
+            else model
+        )
         self.step = 0  # optimiser steps taken
         self.epoch = 0  # current pass over the data
         self.batch_index = 0  # next batch of the current epoch
         self.history: list[dict] = []
-        self._window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
-        self._batches: list[Batch] | None = None  # the current epoch's batches
-        self.thread_choice: ThreadChoice | None = None  # set by the first train() on a CPU
+        self._window = {
+            "loss": 0.0,
+            "steps": 0,
+            "tokens": 0,
+            "seconds": 0.0,
+        }
+        self._batches: list[Batch] | None = (
+            None  # the current epoch's batches
+        )
+        self.thread_choice: ThreadChoice | None = (
+            None  # set by the first train() on a CPU
+        )
 
     def _fast_path(self, config: TrainConfig) -> None:
-        """Apply the switches that act on the model or globally (see chapter 10)."""
+        """Apply the switches that act on the model or globally (see chapter
+        10)."""
         from .fastpath import avoid_cudnn_attention, set_tf32
         from .memory import use_activation_checkpointing
 
@@ -331,17 +453,30 @@ class Trainer:
             if self.config.batch_tokens:
                 from .fastpath import batches_by_tokens
 
-                self._batches = batches_by_tokens(self.pairs, self.config.batch_tokens,
-                                                  shuffle=True, seed=seed)
+                self._batches = batches_by_tokens(
+                    self.pairs,
+                    self.config.batch_tokens,
+                    shuffle=True,
+                    seed=seed,
+                )
             else:
-                self._batches = batches_by_length(self.pairs, self.config.batch_size,
-                                                  shuffle=True, seed=seed)
+                self._batches = batches_by_length(
+                    self.pairs,
+                    self.config.batch_size,
+                    shuffle=True,
+                    seed=seed,
+                )
         return self._batches
 
     def _next_batch(self) -> Batch:
         batches = self._epoch_batches()
-        if self.batch_index == len(batches):  # epoch finished: start the next one
-            self.epoch, self.batch_index, self._batches = self.epoch + 1, 0, None
+        # epoch finished: start the next one
+        if self.batch_index == len(batches):
+            self.epoch, self.batch_index, self._batches = (
+                self.epoch + 1,
+                0,
+                None,
+            )
             batches = self._epoch_batches()
         batch = batches[self.batch_index]
         self.batch_index += 1
@@ -353,27 +488,46 @@ class Trainer:
 
     def train_step(self, batch: Batch) -> float:
         """One optimiser step on ``batch``; returns the loss (a float)."""
-        loss = train_step(self.model, batch, self.optimizer, self.scheduler,
-                          smoothing=self.config.smoothing, grad_clip=self.config.grad_clip,
-                          amp=self.config.amp, forward=self.forward)
+        loss = train_step(
+            self.model,
+            batch,
+            self.optimizer,
+            self.scheduler,
+            smoothing=self.config.smoothing,
+            grad_clip=self.config.grad_clip,
+            amp=self.config.amp,
+            forward=self.forward,
+        )
         self.step += 1
         return loss
 
     def train(self, steps: int | None = None) -> list[dict]:
-        """Train ``steps`` more steps (default: until ``total_steps``); return the history.
+        """Train ``steps`` more steps (default: until ``total_steps``);
+        return the history.
 
-        The history has one entry per ``log_every`` steps: ``{"step", "loss" (mean over those
-        steps), "lr" (of the last one), "tokens_per_s"}``.
+        The history has one entry per ``log_every`` steps: ``{"step", "loss"
+        (mean over those steps), "lr" (of the last one), "tokens_per_s"}``.
         """
         cfg = self.config
-        end = self.total_steps if steps is None else min(self.step + steps, self.total_steps)
-        show = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
-        bar = _progress_bar(total=self.total_steps, initial=self.step, disable=not show)
+        end = (
+            self.total_steps
+            if steps is None
+            else min(self.step + steps, self.total_steps)
+        )
+        show = (
+            cfg.progress
+            if cfg.progress is not None
+            else sys.stderr.isatty()
+        )
+        bar = _progress_bar(
+            total=self.total_steps, initial=self.step, disable=not show
+        )
         window = self._window
         if self.step < end and self.device.type == "cpu":
             self._set_threads()
         while self.step < end:
-            lr = self.optimizer.param_groups[0]["lr"]  # the lr this step uses
+            # the lr this step uses
+            lr = self.optimizer.param_groups[0]["lr"]
             start = time.perf_counter()
             batch = self._next_batch()
             loss = self.train_step(batch)
@@ -382,54 +536,90 @@ class Trainer:
             window["steps"] += 1
             window["tokens"] += batch.num_tokens
             if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at step {self.step}")
+                raise FloatingPointError(
+                    f"loss became {loss} at step {self.step}"
+                )
             if window["steps"] == cfg.log_every or self.step == end:
-                self.history.append({
-                    "step": self.step,
-                    "loss": window["loss"] / window["steps"],
-                    "lr": lr,
-                    "tokens_per_s": window["tokens"] / max(window["seconds"], 1e-9),
-                })
+                self.history.append(
+                    {
+                        "step": self.step,
+                        "loss": window["loss"] / window["steps"],
+                        "lr": lr,
+                        "tokens_per_s": window["tokens"]
+                        / max(window["seconds"], 1e-9),
+                    }
+                )
                 window.update(loss=0.0, steps=0, tokens=0, seconds=0.0)
-                bar.set_postfix(loss=f"{self.history[-1]['loss']:.3f}", lr=f"{lr:.2e}")
+                bar.set_postfix(
+                    loss=f"{self.history[-1]['loss']:.3f}", lr=f"{lr:.2e}"
+                )
             bar.update(1)
-            if cfg.checkpoint_every and cfg.checkpoint_path and self.step % cfg.checkpoint_every == 0:
+            if (
+                cfg.checkpoint_every
+                and cfg.checkpoint_path
+                and self.step % cfg.checkpoint_every == 0
+            ):
                 self.save(cfg.checkpoint_path)
         bar.close()
         return self.history
 
     def _set_threads(self) -> None:
-        """Set the CPU thread count: ``config.threads``, or the fastest for this model and batch
-        size, measured once per process on a throw-away copy of the model (so training itself,
-        its random numbers included, is exactly as without the measurement)."""
+        """Set the CPU thread count: ``config.threads``, or the fastest for
+        this model and batch
+        size, measured once per process on a throw-away copy of the model
+        (so training itself,
+        its random numbers included, is exactly as without the measurement).
+        """
         if self.config.threads is not None:
             torch.set_num_threads(self.config.threads)
             return
         if self.thread_choice is None:
             candidates = thread_candidates()
-            if len(candidates) == 1:  # one thread allowed: nothing to choose
+            if (
+                len(candidates) == 1
+            ):  # one thread allowed: nothing to choose
                 return
             batch = self._epoch_batches()[0].to(self.device)
-            key = (tuple(p.shape for p in self.model.parameters()), tuple(batch.src.shape),
-                   tuple(batch.tgt_in.shape), self.config.amp, tuple(candidates))
+            key = (
+                tuple(p.shape for p in self.model.parameters()),
+                tuple(batch.src.shape),
+                tuple(batch.tgt_in.shape),
+                self.config.amp,
+                tuple(candidates),
+            )
             if key not in _THREAD_CHOICES:
-                _THREAD_CHOICES[key] = self._time_thread_counts(batch, candidates)
+                _THREAD_CHOICES[key] = self._time_thread_counts(
+                    batch, candidates
+                )
                 print(f"Trainer: {_THREAD_CHOICES[key]}", flush=True)
             self.thread_choice = _THREAD_CHOICES[key]
         torch.set_num_threads(self.thread_choice.threads)
 
-    def _time_thread_counts(self, batch: Batch, candidates: list[int]) -> ThreadChoice:
+    def _time_thread_counts(
+        self, batch: Batch, candidates: list[int]
+    ) -> ThreadChoice:
         model = copy.deepcopy(self.model)
-        optimizer = make_optimizer(model, lr=0.0)  # lr 0: the same work, weights stay finite
+        optimizer = make_optimizer(
+            model, lr=0.0
+        )  # lr 0: the same work, weights stay finite
         rng = torch.get_rng_state()
         try:
-            return fastest_thread_count(lambda: train_step(
-                model, batch, optimizer, smoothing=self.config.smoothing,
-                grad_clip=self.config.grad_clip, amp=self.config.amp), candidates)
+            return fastest_thread_count(
+                lambda: train_step(
+                    model,
+                    batch,
+                    optimizer,
+                    smoothing=self.config.smoothing,
+                    grad_clip=self.config.grad_clip,
+                    amp=self.config.amp,
+                ),
+                candidates,
+            )
         finally:
             torch.set_rng_state(rng)
 
-    # --- checkpoints -----------------------------------------------------------------------
+    # --- checkpoints
+    # ----------------------------------------------------------------------
 
     def state_dict(self) -> dict:
         """Everything needed to continue training bit for bit."""
@@ -445,7 +635,9 @@ class Trainer:
             "config": dataclasses.asdict(self.config),
             "rng": {
                 "torch": torch.get_rng_state(),  # dropout on the CPU
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "cuda": torch.cuda.get_rng_state_all()
+                if torch.cuda.is_available()
+                else [],
                 "python": random.getstate(),
             },
         }
@@ -474,13 +666,15 @@ class Trainer:
         return self
 
 
-# Thread counts measured so far in this process, by (parameter shapes, batch shapes, amp,
+# Thread counts measured so far in this process, by (parameter shapes, batch
+# shapes, amp,
 # candidate counts).
 _THREAD_CHOICES: dict[tuple, ThreadChoice] = {}
 
 
 def save_checkpoint(trainer: Trainer, path: str | Path) -> None:
-    """Save a :class:`Trainer`'s full state (model, optimiser, schedule, position, RNGs)."""
+    """Save a :class:`Trainer`'s full state (model, optimiser, schedule,
+    position, RNGs)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(trainer.state_dict(), path)
@@ -488,35 +682,50 @@ def save_checkpoint(trainer: Trainer, path: str | Path) -> None:
 
 def load_checkpoint(trainer: Trainer, path: str | Path) -> None:
     """Restore a :class:`Trainer` from :func:`save_checkpoint`'s file."""
-    # weights_only=False: the file holds Python's random state (tuples), and it is our own file.
+    # weights_only=False: the file holds Python's random state (tuples), and
+    # it is our own file.
     state = torch.load(path, map_location="cpu", weights_only=False)
     trainer.load_state_dict(state)
 
 
-def train(model: Transformer, pairs: Sequence[Pair], config: TrainConfig | None = None,
-          **overrides) -> list[dict]:
+def train(
+    model: Transformer,
+    pairs: Sequence[Pair],
+    config: TrainConfig | None = None,
+    **overrides,
+) -> list[dict]:
     """Train ``model`` on ``pairs`` in one call; returns the history.
 
-    Keyword arguments override fields of ``config``: ``train(model, pairs, steps=300)``.
+    Keyword arguments override fields of ``config``: ``train(model, pairs,
+    steps=300)``.
     """
-    config = dataclasses.replace(config if config is not None else TrainConfig(), **overrides)
+    config = dataclasses.replace(
+        config if config is not None else TrainConfig(), **overrides
+    )
     return Trainer(model, pairs, config).train()
 
 
 def _progress_bar(total: int, initial: int, disable: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, disable=disable, desc="training", unit="step",
-                dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        initial=initial,
+        disable=disable,
+        desc="training",
+        unit="step",
+        dynamic_ncols=True,
+    )
 
 
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------
 # Evaluation
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------
 
 
 def _until_eos(ids: list[int]) -> list[int]:
-    """Ids up to and including the first EOS (all of them if there is none)."""
+    """Ids up to and including the first EOS (all of them if there is
+    none)."""
     return ids[: ids.index(EOS) + 1] if EOS in ids else ids
 
 
@@ -530,9 +739,11 @@ def exact_match(
 ) -> float:
     """Fraction of pairs whose decoded output is exactly the target.
 
-    ``decode(model, src (B, S), max_len) -> (B, 1 + n)`` ids starting with BOS (greedy decoding
-    by default; pass ``functools.partial(beam_search, beam_size=4)`` for beam search). Output and
-    target are compared up to and including their first EOS: an output that never ends is wrong.
+    ``decode(model, src (B, S), max_len) -> (B, 1 + n)`` ids starting with
+    BOS (greedy decoding by default; pass ``functools.partial(beam_search,
+    beam_size=4)`` for beam search). Output and
+    target are compared up to and including their first EOS: an output that
+    never ends is wrong.
     """
     if len(pairs) == 0:
         raise ValueError("no pairs to evaluate")
@@ -541,7 +752,8 @@ def exact_match(
     correct = 0
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
-        src = pad_sequences([s for s, _ in chunk]).to(model.device)  # (B, S)
+        # (B, S)
+        src = pad_sequences([s for s, _ in chunk]).to(model.device)
         out = decode(model, src, max_len).tolist()  # B lists of 1 + n ids
         for pred, (_, tgt) in zip(out, chunk):
             correct += _until_eos(pred[1:]) == _until_eos(tgt.tolist()[1:])
@@ -549,19 +761,28 @@ def exact_match(
     return correct / len(pairs)
 
 
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------
 # Small model files for the book
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------
 
 
-def save_model(model: Transformer, config: dict, path: str | Path, half: bool = True,
-               **extra) -> None:
-    """Save a model for inference: the keyword arguments that built it and its weights.
+def save_model(
+    model: Transformer,
+    config: dict,
+    path: str | Path,
+    half: bool = True,
+    **extra,
+) -> None:
+    """Save a model for inference: the keyword arguments that built it and
+    its weights.
 
     Args:
-        config: the keyword arguments of ``Transformer(...)`` that built ``model``.
-        half: store floating-point weights as float16 (half the size; plenty for inference).
-        extra: anything else worth keeping (plain Python values), returned by :func:`load_model`
+        config: the keyword arguments of ``Transformer(...)`` that built
+        ``model``.
+        half: store floating-point weights as float16 (half the size; plenty
+        for inference).
+        extra: anything else worth keeping (plain Python values), returned
+        by :func:`load_model`
             under ``model.extra``.
     """
     state = {
@@ -570,17 +791,26 @@ def save_model(model: Transformer, config: dict, path: str | Path, half: bool = 
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": dict(config), "state_dict": state, "extra": extra}, path)
+    torch.save(
+        {"config": dict(config), "state_dict": state, "extra": extra}, path
+    )
 
 
-def load_model(path: str | Path, device: str | torch.device | None = None) -> Transformer:
+def load_model(
+    path: str | Path, device: str | torch.device | None = None
+) -> Transformer:
     """Rebuild the model saved by :func:`save_model` (float32, eval mode).
 
-    Whatever :func:`save_model` got as ``extra`` is in the returned model's ``.extra`` dict.
+    Whatever :func:`save_model` got as ``extra`` is in the returned model's
+    ``.extra`` dict.
     """
     saved = torch.load(path, map_location="cpu", weights_only=True)
     model = Transformer(**saved["config"])
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v
-                           for k, v in saved["state_dict"].items()})
+    model.load_state_dict(
+        {
+            k: v.float() if v.is_floating_point() else v
+            for k, v in saved["state_dict"].items()
+        }
+    )
     model.extra = saved.get("extra", {})
     return model.to(device if device is not None else "cpu").eval()

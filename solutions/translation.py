@@ -1,26 +1,39 @@
-"""Translation between real languages, generated offline: numbers and dates in four languages.
+"""Translation between real languages, generated offline: numbers and dates
+in four languages.
 
-No corpus can be downloaded here, but two well-kept packages write real language:
+No corpus can be downloaded here, but two well-kept packages write real
+language:
 
-* ``num2words`` writes numbers as words: cardinals, ordinals and amounts of money::
+* ``num2words`` writes numbers as words: cardinals, ordinals and amounts of
+  money::
 
-      97   en "ninety-seven"   fr "quatre-vingt-dix-sept"   de "siebenundneunzig"
+      97   en "ninety-seven"   fr "quatre-vingt-dix-sept"   de
+      "siebenundneunzig"
            es "noventa y siete"
 
-  German says the units before the tens ("sieben-und-neunzig", seven-and-ninety), so
-  translating it from English needs reordering, not just a word-for-word lookup.
-* ``babel`` (the Unicode CLDR data) writes full dates in each locale's own format::
+  German says the units before the tens ("sieben-und-neunzig",
+  seven-and-ninety), so
+  translating it from English needs reordering, not just a word-for-word
+  lookup.
+* ``babel`` (the Unicode CLDR data) writes full dates in each locale's own
+  format::
 
       1998-03-03   en "Tuesday, March 3, 1998"   fr "mardi 3 mars 1998"
-                   de "Dienstag, 3. März 1998"   es "martes, 3 de marzo de 1998"
+                   de "Dienstag, 3. März 1998"   es "martes, 3 de marzo de
+                   1998"
 
-An example is one *value* (a number, an amount, a date) written in two languages. Train and test
-are split by value, with a hash that does not depend on any seed, so a value held out for
+An example is one *value* (a number, an amount, a date) written in two
+languages. Train and test
+are split by value, with a hash that does not depend on any seed, so a value
+held out for
 testing never occurs in training, in any language or direction.
 
-One model translates every direction: source and target share one character vocabulary, and the
-source starts with a token naming the target language (``<2de>`` = "to German"), the trick of
-Google's multilingual NMT (Johnson et al., 2017). The source language is not named; the model
+One model translates every direction: source and target share one character
+vocabulary, and the
+source starts with a token naming the target language (``<2de>`` = "to
+German"), the trick of
+Google's multilingual NMT (Johnson et al., 2017). The source language is not
+named; the model
 recognises it.
 """
 
@@ -42,26 +55,41 @@ from .data import NUM_SPECIAL, CharTokenizer, Pair
 
 LANGUAGES = ("en", "fr", "de", "es")
 KINDS = ("cardinal", "ordinal", "currency", "date")
-TEST_FRACTION = 0.1  # about this share of the values of each kind is held out for testing
+# about this share of the values of each kind is held out for testing
+TEST_FRACTION = 0.1
 
-# The values of each kind. Currency amounts are in cents: 101 is 1.01 euros; whole-euro amounts
-# are left out because num2words writes them as "ninety-seven euro, zero cents".
+# The values of each kind. Currency amounts are in cents: 101 is 1.01 euros;
+# whole-euro amounts
+# are left out because num2words writes them as "ninety-seven euro, zero
+# cents".
 FIRST_DATE, LAST_DATE = dt.date(1900, 1, 1), dt.date(2099, 12, 31)
 VALUE_RANGES = {
     "cardinal": range(0, 1_000),
     "ordinal": range(1, 1_000),
-    "currency": [cents for cents in range(101, 10_000) if cents % 100],  # 1.01 .. 99.99 euros
-    "date": range(FIRST_DATE.toordinal(), LAST_DATE.toordinal() + 1),  # date.toordinal()
+    "currency": [
+        cents for cents in range(101, 10_000) if cents % 100
+    ],  # 1.01 .. 99.99 euros
+    "date": range(
+        FIRST_DATE.toordinal(), LAST_DATE.toordinal() + 1
+    ),  # date.toordinal()
 }
 
-# Every character any phrase uses (tests/test_translation.py checks all of them).
-ALPHABET = " ,-.0123456789" + string.ascii_uppercase + string.ascii_lowercase + "ßáäèéóöúûü"
+# Every character any phrase uses (tests/test_translation.py checks all of
+# them).
+ALPHABET = (
+    " ,-.0123456789"
+    + string.ascii_uppercase
+    + string.ascii_lowercase
+    + "ßáäèéóöúûü"
+)
 
 
 def phrase(kind: str, value: int, lang: str) -> str:
-    """The value written in a language: ``phrase("cardinal", 97, "de") == "siebenundneunzig"``.
+    """The value written in a language: ``phrase("cardinal", 97, "de") ==
+    "siebenundneunzig"``.
 
-    ``value`` is an integer for every kind: a number, an amount in cents, or a date's
+    ``value`` is an integer for every kind: a number, an amount in cents, or
+    a date's
     ``toordinal()``.
     """
     return _phrase(kind, int(value), lang)
@@ -70,44 +98,61 @@ def phrase(kind: str, value: int, lang: str) -> str:
 @functools.cache
 def _phrase(kind: str, value: int, lang: str) -> str:
     if lang not in LANGUAGES:
-        raise ValueError(f"unknown language {lang!r}; choose from {LANGUAGES}")
+        raise ValueError(
+            f"unknown language {lang!r}; choose from {LANGUAGES}"
+        )
     if kind == "cardinal":
         return num2words(value, lang=lang)
     if kind == "ordinal":
         return num2words(value, lang=lang, to="ordinal")
     if kind == "currency":
-        return num2words(Decimal(value) / 100, lang=lang, to="currency", currency="EUR")
+        return num2words(
+            Decimal(value) / 100, lang=lang, to="currency", currency="EUR"
+        )
     if kind == "date":
-        return format_date(dt.date.fromordinal(value), format="full", locale=lang)
+        return format_date(
+            dt.date.fromordinal(value), format="full", locale=lang
+        )
     raise ValueError(f"unknown kind {kind!r}; choose from {KINDS}")
 
 
 def value_split(kind: str, value: int) -> str:
-    """'test' for about 10% of the values of each kind, 'train' for the rest; fixed forever.
+    """'test' for about 10% of the values of each kind, 'train' for the
+    rest; fixed forever.
 
-    A SHA-256 hash of ``"kind:value"`` decides, so the split depends on no seed and no language:
+    A SHA-256 hash of ``"kind:value"`` decides, so the split depends on no
+    seed and no language:
     a held-out value is held out in every direction.
     """
     digest = hashlib.sha256(f"{kind}:{int(value)}".encode("ascii")).digest()
-    fraction = int.from_bytes(digest[:8], "big") / 2**64  # uniform in [0, 1)
+    fraction = (
+        int.from_bytes(digest[:8], "big") / 2**64
+    )  # uniform in [0, 1)
     return "test" if fraction < TEST_FRACTION else "train"
 
 
 @functools.cache
 def split_values(kind: str, split: str) -> tuple[int, ...]:
-    """All values of ``kind`` in ``split`` ("train" or "test"), in increasing order."""
+    """All values of ``kind`` in ``split`` ("train" or "test"), in
+    increasing order."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    return tuple(v for v in VALUE_RANGES[kind] if value_split(kind, v) == split)
+    return tuple(
+        v for v in VALUE_RANGES[kind] if value_split(kind, v) == split
+    )
 
 
-def directions(languages: Sequence[str] = LANGUAGES) -> list[tuple[str, str]]:
-    """Every ordered pair of different languages: 4 languages give 12 directions."""
+def directions(
+    languages: Sequence[str] = LANGUAGES,
+) -> list[tuple[str, str]]:
+    """Every ordered pair of different languages: 4 languages give 12
+    directions."""
     return [(a, b) for a in languages for b in languages if a != b]
 
 
 class Example(NamedTuple):
-    """One parallel pair: ``value`` of ``kind`` written in ``src_lang`` (``src``) and
+    """One parallel pair: ``value`` of ``kind`` written in ``src_lang``
+    (``src``) and
     ``tgt_lang`` (``tgt``)."""
 
     src_lang: str
@@ -118,9 +163,17 @@ class Example(NamedTuple):
     tgt: str
 
 
-def _example(src_lang: str, tgt_lang: str, kind: str, value: int) -> Example:
-    return Example(src_lang, tgt_lang, kind, value,
-                   phrase(kind, value, src_lang), phrase(kind, value, tgt_lang))
+def _example(
+    src_lang: str, tgt_lang: str, kind: str, value: int
+) -> Example:
+    return Example(
+        src_lang,
+        tgt_lang,
+        kind,
+        value,
+        phrase(kind, value, src_lang),
+        phrase(kind, value, tgt_lang),
+    )
 
 
 def translation_task(
@@ -130,14 +183,22 @@ def translation_task(
     languages: Sequence[str] = LANGUAGES,
     kinds: Sequence[str] = KINDS,
 ) -> list[Example]:
-    """``num_examples`` random examples: direction, kind and value drawn uniformly (the value
-    from the values of ``split``). The same arguments give the same examples on every machine."""
+    """``num_examples`` random examples: direction, kind and value drawn
+    uniformly (the value
+    from the values of ``split``). The same arguments give the same examples
+    on every machine."""
     pairs, kinds = directions(languages), list(kinds)
     values = {kind: split_values(kind, split) for kind in kinds}
     g = torch.Generator().manual_seed(seed)
-    pair_idx = torch.randint(len(pairs), (num_examples,), generator=g).tolist()
-    kind_idx = torch.randint(len(kinds), (num_examples,), generator=g).tolist()
-    fractions = torch.rand(num_examples, generator=g, dtype=torch.float64).tolist()
+    pair_idx = torch.randint(
+        len(pairs), (num_examples,), generator=g
+    ).tolist()
+    kind_idx = torch.randint(
+        len(kinds), (num_examples,), generator=g
+    ).tolist()
+    fractions = torch.rand(
+        num_examples, generator=g, dtype=torch.float64
+    ).tolist()
     examples = []
     for p, k, f in zip(pair_idx, kind_idx, fractions):
         kind = kinds[k]
@@ -152,57 +213,90 @@ def translation_test_set(
     languages: Sequence[str] = LANGUAGES,
     kinds: Sequence[str] = KINDS,
 ) -> list[Example]:
-    """A balanced held-out set: for every direction and kind, ``per_direction_and_kind``
-    distinct test values (the same values in every direction, so directions compare fairly)."""
+    """A balanced held-out set: for every direction and kind,
+    ``per_direction_and_kind``
+    distinct test values (the same values in every direction, so directions
+    compare fairly)."""
     g = torch.Generator().manual_seed(seed)
     chosen = {}
     for kind in kinds:
         values = split_values(kind, "test")
         if per_direction_and_kind > len(values):
-            raise ValueError(f"only {len(values)} test values of kind {kind!r}")
-        picks = torch.randperm(len(values), generator=g)[:per_direction_and_kind]
+            raise ValueError(
+                f"only {len(values)} test values of kind {kind!r}"
+            )
+        picks = torch.randperm(len(values), generator=g)[
+            :per_direction_and_kind
+        ]
         chosen[kind] = [values[i] for i in sorted(picks.tolist())]
-    return [_example(a, b, kind, value)
-            for a, b in directions(languages) for kind in kinds for value in chosen[kind]]
+    return [
+        _example(a, b, kind, value)
+        for a, b in directions(languages)
+        for kind in kinds
+        for value in chosen[kind]
+    ]
 
 
 class TranslationTokenizer(CharTokenizer):
-    """One character vocabulary for every language, plus a target-language token per language.
+    """One character vocabulary for every language, plus a target-language
+    token per language.
 
-    Ids: 0, 1, 2 are PAD, BOS, EOS; then the characters of ``alphabet``; then one id per language,
-    written ``<2en>``, ``<2fr>``, ... ("to English", "to French"). The source is
-    ``[<2xx>, *chars]``, the target ``[BOS, *chars, EOS]``, both in the same vocabulary, so the
-    model can share one embedding matrix between encoder, decoder and output layer.
+    Ids: 0, 1, 2 are PAD, BOS, EOS; then the characters of ``alphabet``;
+    then one id per language,
+    written ``<2en>``, ``<2fr>``, ... ("to English", "to French"). The
+    source is
+    ``[<2xx>, *chars]``, the target ``[BOS, *chars, EOS]``, both in the same
+    vocabulary, so the
+    model can share one embedding matrix between encoder, decoder and output
+    layer.
 
     >>> tok = TranslationTokenizer()
     >>> tok.decode(tok.encode_source("ninety-seven", "de"))
     '<2de>ninety-seven'
     """
 
-    def __init__(self, languages: Sequence[str] = LANGUAGES, alphabet: str = ALPHABET) -> None:
+    def __init__(
+        self, languages: Sequence[str] = LANGUAGES, alphabet: str = ALPHABET
+    ) -> None:
         super().__init__(alphabet)
         self.languages = tuple(languages)
         first = NUM_SPECIAL + len(alphabet)
-        self.lang_ids = {lang: first + i for i, lang in enumerate(self.languages)}
-        self.itos.update({i: f"<2{lang}>" for lang, i in self.lang_ids.items()})
+        self.lang_ids = {
+            lang: first + i for i, lang in enumerate(self.languages)
+        }
+        self.itos.update(
+            {i: f"<2{lang}>" for lang, i in self.lang_ids.items()}
+        )
 
     @property
     def vocab_size(self) -> int:
         return NUM_SPECIAL + len(self.alphabet) + len(self.languages)
 
     def encode_source(self, text: str, tgt_lang: str) -> list[int]:
-        """Source text -> ``[<2tgt_lang>, *character ids]`` (no BOS/EOS: the encoder sees all)."""
+        """Source text -> ``[<2tgt_lang>, *character ids]`` (no BOS/EOS: the
+        encoder sees all)."""
         return [self.lang_ids[tgt_lang]] + self.encode(text)
 
     def __repr__(self) -> str:
         return f"TranslationTokenizer(vocab_size={self.vocab_size}, languages={self.languages})"
 
 
-def encode_examples(examples: Sequence[Example], tok: TranslationTokenizer) -> list[Pair]:
-    """Examples -> id pairs ``(src, tgt)``: src ``(1 + len(src),)`` starting with the
-    target-language token, tgt ``(len(tgt) + 2,)`` = ``[BOS, *chars, EOS]``."""
+def encode_examples(
+    examples: Sequence[Example], tok: TranslationTokenizer
+) -> list[Pair]:
+    """Examples -> id pairs ``(src, tgt)``: src ``(1 + len(src),)`` starting
+    with the
+    target-language token, tgt ``(len(tgt) + 2,)`` = ``[BOS, *chars, EOS]``.
+    """
     return [
-        (torch.tensor(tok.encode_source(ex.src, ex.tgt_lang), dtype=torch.long),
-         torch.tensor(tok.encode(ex.tgt, add_bos=True, add_eos=True), dtype=torch.long))
+        (
+            torch.tensor(
+                tok.encode_source(ex.src, ex.tgt_lang), dtype=torch.long
+            ),
+            torch.tensor(
+                tok.encode(ex.tgt, add_bos=True, add_eos=True),
+                dtype=torch.long,
+            ),
+        )
         for ex in examples
     ]

@@ -385,3 +385,173 @@ def test_course_edition_shows_no_solution_body(book, course_edition):
     self_study = _page_texts(book)
     shown = [name for name, body in bodies.items() if body in self_study]
     assert len(shown) >= len(bodies) // 2, f"the self-study edition shows only {shown}"
+# Layout: every page at a 1280 px desktop and a 390 px phone, light and dark
+# Measured in the page: listings and display equations wider than their column, TeX left in
+# typeset math (MathJax keeps each formula's source in mjx-assistive-mml: a backslash there was
+# typeset as a character), the page wider than the viewport, and the figures' displayed scale.
+# Folded content (dropdowns, hidden cells) is opened first: it must fit too.
+_LAYOUT_JS = r"""
+async () => {
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+  const where = el => {
+    const s = el.closest('section[id]');
+    return (s ? '#' + s.id + ': ' : '') + el.textContent.trim().replace(/\s+/g, ' ').slice(0, 70);
+  };
+  const out = {listings: [], equations: [], scrolling: [], tex: [], page: [],
+               diagrams: [], plots: []};
+  for (const pre of document.querySelectorAll('.bd-article pre')) {
+    if (pre.clientWidth > 0 && pre.scrollWidth > pre.clientWidth + 1) {
+      out.listings.push(`${pre.scrollWidth} > ${pre.clientWidth} px: ${where(pre)}`);
+    }
+  }
+  for (const c of document.querySelectorAll('mjx-container[display="true"]')) {
+    const math = c.querySelector('mjx-math');
+    const column = c.closest('div.math, .math') || c.parentElement;
+    const width = math ? math.getBoundingClientRect().width : 0;
+    if (width > column.clientWidth + 1) {
+      const tex = c.querySelector('mjx-assistive-mml');
+      const scrolls = ['auto', 'scroll'].includes(getComputedStyle(column).overflowX);
+      (scrolls ? out.scrolling : out.equations).push(
+        `${Math.round(width)} > ${column.clientWidth} px: ` +
+        (tex ? tex.textContent.slice(0, 70) : ''));
+    }
+  }
+  for (const mml of document.querySelectorAll('mjx-assistive-mml')) {
+    const t = mml.textContent;
+    if (/\\/.test(t)) out.tex.push(t.trim().slice(0, 90));
+  }
+  const html = document.documentElement;
+  if (html.scrollWidth > window.innerWidth) {
+    const wide = Array.from(document.querySelectorAll('.bd-article *'))
+      .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1
+                   && !e.closest('pre, .highlight, mjx-container, .table-wrapper'))
+      .slice(0, 3).map(e => e.tagName.toLowerCase() + '.' + e.className);
+    out.page.push(`${html.scrollWidth} > ${window.innerWidth} px (${wide.join(', ')})`);
+  }
+  for (const img of document.querySelectorAll('img.diagram')) {
+    const svg = new DOMParser().parseFromString(await (await fetch(img.src)).text(), 'image/svg+xml');
+    const viewBox = svg.documentElement.getAttribute('viewBox').split(/\s+/).map(Number);
+    const sizes = Array.from(svg.querySelectorAll('text')).map(t => +t.getAttribute('font-size'));
+    out.diagrams.push([img.getAttribute('src'), Math.min(...sizes) * img.clientWidth / viewBox[2]]);
+  }
+  for (const img of document.querySelectorAll('.cell_output img')) {
+    if (img.clientWidth) out.plots.push([img.getAttribute('src'), img.clientWidth, img.naturalWidth]);
+  }
+  return out;
+}
+"""
+MIN_TEXT_PX = 10
+_NAMED_SIZES = {"xx-small": 0.579, "x-small": 0.694, "small": 0.833}
+def _png_dpi(path: Path) -> float:
+    """Pixels per inch from a PNG's pHYs chunk (matplotlib writes its savefig dpi there)."""
+    data = path.read_bytes()
+    at = data.find(b"pHYs")
+    assert at > 0, f"{path.name}: no pHYs chunk, cannot tell its dpi"
+    per_metre = int.from_bytes(data[at + 4 : at + 8], "big")
+    return per_metre * 0.0254
+def _smallest_plot_font_pt(page_name: str) -> float:
+    """The smallest font a page's matplotlib figures use: book/matplotlibrc's font.size, or a
+    smaller `fontsize=`/`labelsize=`/`size=` (number or xx-small..small) in the page's code."""
+    rc = (ROOT / "book" / "matplotlibrc").read_text(encoding="utf-8")
+    base = float(re.search(r"^font\.size:\s*([\d.]+)", rc, re.MULTILINE).group(1))
+    source = (ROOT / f"{page_name}.md").read_text(encoding="utf-8")
+    sizes = [base]
+    for m in re.finditer(r"\b(?:fontsize|labelsize|size)\s*=\s*([\d.]+|['\"][a-z-]+['\"])", source):
+        value = m.group(1).strip("'\"")
+        sizes.append(float(value) if value[0].isdigit() else base * _NAMED_SIZES.get(value, 1))
+    return min(sizes)
+def layout_defects(page, page_name: str, width: int) -> dict[str, list[str]]:
+    """The layout defects of a page open at `width` px, by kind."""
+    found = page.evaluate(_LAYOUT_JS)
+    # On a desktop nothing scrolls sideways. On a phone a listing of 76 characters cannot fit
+    # 350 px, nor can every equation: they scroll inside their own box (never the page).
+    if width >= 1000:
+        found["equations"] += found["scrolling"]
+        kinds = ("listings", "equations", "tex", "page")
+    else:
+        kinds = ("equations", "tex", "page")
+    defects = {k: found[k] for k in kinds}
+    defects["small text"] = [
+        f"diagram {src}: {px:.1f} px" for src, px in found["diagrams"] if px < MIN_TEXT_PX
+    ]
+    if width >= 1000:  # plots are bitmaps: on a phone the reader zooms them
+        smallest_pt = _smallest_plot_font_pt(page_name)
+        for src, shown, natural in found["plots"]:
+            path = (HTML / page_name).parent / src
+            px = smallest_pt * _png_dpi(path) / 72 * shown / natural
+            if px < MIN_TEXT_PX:
+                defects["small text"].append(f"plot {src}: {smallest_pt:g} pt at {px:.1f} px")
+    return {k: v for k, v in defects.items() if v}
+@pytest.mark.parametrize("width", [1280, 390])
+@pytest.mark.parametrize("page_name", TOC_PAGES)
+def test_layout(page_name, width, base_url, browser):
+    """No listing or equation wider than its column, no TeX left in typeset math, no page
+    wider than a phone, no figure text under 10 px. Screenshots, light and dark, for a human."""
+    ctx = browser.new_context(viewport={"width": width, "height": 900}, service_workers="block")
+    try:
+        page = ctx.new_page()
+        _open(page, f"{base_url}/{page_name}.html")
+        if page.locator(".math").count():
+            page.wait_for_function("() => window.MathJax && MathJax.startup", timeout=15_000)
+            page.evaluate("() => MathJax.startup.promise")
+        stem = f"{page_name.replace('/', '__')}-{width}"
+        page.screenshot(path=_screenshot_path(f"{stem}-light"), full_page=True)
+        page.evaluate("() => document.documentElement.setAttribute('data-theme', 'dark')")
+        page.screenshot(path=_screenshot_path(f"{stem}-dark"), full_page=True)
+        defects = layout_defects(page, page_name, width)
+    finally:
+        ctx.close()
+    assert not defects, f"{page_name} at {width} px:\n" + "\n".join(
+        f"  {kind}: {item}" for kind, items in defects.items() for item in items
+    )
+# --------------------------------------------------------------------------------------------
+# Chapter 7: the date model, run in the page by onnxruntime-web
+def _pytorch_dates(n: int) -> tuple[list[str], list[str]]:
+    """n held-out dates (never in training, in any format) and PyTorch's greedy outputs."""
+    import torch
+    from solutions.data import date_task, date_tokenizers, pad_sequences
+    from solutions.decoding import greedy_decode
+    from solutions.training import load_model
+    model = load_model(ROOT / "book" / "data" / "date_model.pt").float().eval()
+    src_tok, tgt_tok = date_tokenizers()
+    texts = [t for t, _ in date_task(n, seed=11, split="test")]
+    src = pad_sequences([torch.tensor(src_tok.encode(t)) for t in texts])
+    return texts, [tgt_tok.decode(o) for o in greedy_decode(model, src, max_len=12)]
+def test_date_model_in_the_page(base_url, context):
+    """Typing 200 held-out dates into chapter 7's box gives PyTorch's outputs, every one."""
+    texts, expected = _pytorch_dates(200)
+    ctx, watcher = context
+    page = ctx.new_page()
+    _open(page, f"{base_url}/book/ch07_training.html")
+    page.wait_for_selector("#date-demo-output[data-done]", timeout=60_000)
+    page.evaluate("() => { window.dateDemo.state.delay = 0; }")
+    box = page.locator("#date-demo-input")
+    got, milliseconds = [], []
+    for text in texts:
+        box.fill(text)  # an input event, as typing sends
+        done = page.locator("#date-demo-output[data-done]")
+        done.wait_for(timeout=30_000)
+        assert page.get_attribute("#date-demo-output", "data-for") == text
+        got.append(page.text_content("#date-demo-output"))
+        milliseconds.append(page.evaluate("() => window.dateDemo.state.lastMs"))
+    wrong = [(t, e, g) for t, e, g in zip(texts, expected, got) if e != g]
+    print(f"in-page model: {len(texts) - len(wrong)}/{len(texts)} as PyTorch; "
+          f"{sum(milliseconds) / len(milliseconds):.1f} ms per date (median "
+          f"{sorted(milliseconds)[len(milliseconds) // 2]:.1f})")
+    assert not wrong, f"{len(wrong)} dates differ (text, PyTorch, page): {wrong[:10]}"
+    # one row of the attention map per output character, EOS included
+    rows = page.locator("#date-demo-map svg text[text-anchor='end']").count()
+    assert rows == len(got[-1]) + 1
+    assert not watcher.problems(), watcher.problems()
+def test_date_demo_without_javascript(base_url, browser):
+    """With JavaScript off, chapter 7 still reads: the box is hidden, a note says what it is."""
+    ctx = browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900})
+    try:
+        page = ctx.new_page()
+        page.goto(f"{base_url}/book/ch07_training.html", wait_until="load")
+        assert not page.locator("#date-demo").is_visible()
+        assert "With JavaScript on" in page.locator("noscript").last.inner_text()
+        assert page.locator("#try-it-the-date-model-in-your-browser p").first.is_visible()
+    finally:
+        ctx.close()
