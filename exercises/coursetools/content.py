@@ -89,7 +89,7 @@ mask.shape, mask[1, 0, 0]
     "split_heads": Teaching(
         why="Multi-head attention runs H attentions side by side, each on its own D/H-wide "
             "slice of the projected features. Splitting is only a reshape and a transpose: no "
-            "copy of the weights, and one batched matrix product then serves every head.",
+            "new parameters, and one batched matrix product then serves every head.",
         section="splitting-and-merging-heads",
         shapes="`x`: (B, L, D) with D divisible by H. Returns (B, H, L, Dh), Dh = D/H.",
         example="""
@@ -138,7 +138,8 @@ with torch.no_grad():
 out.shape, mha.last_weights.shape, mha.last_weights[0, :, 0].round(decimals=2)
 """,
         hints=("Project first (`q_proj`, `k_proj`, `v_proj` on the full width D), then split "
-               "each into `num_heads` heads: attention itself does not change.",
+               "each into `num_heads` heads. The attention is chapter 1's, with one more "
+               "leading axis.",
                "The provided `scaled_dot_product_attention` and `fused_attention` accept "
                "(B, H, L, Dh) directly; pass the dropout probability only in training mode "
                "(`self.training`).",
@@ -644,8 +645,9 @@ def count_up(x):  # a "model" sure that token x is followed by token x + 1
 def uniform(x):  # a model that knows nothing: equal logits
     return torch.zeros(*x.shape, V)
 idx = torch.arange(9).repeat(2, 1)  # B=2 windows of T + 1 = 9 tokens counting up
+losses = [lm_loss(count_up, idx).item(), lm_loss(uniform, idx).item(), math.log(V)]
 # scored on the next token, count_up is right everywhere; uniform costs ln V
-lm_loss(count_up, idx).item(), lm_loss(uniform, idx).item(), math.log(V)
+[round(loss, 4) for loss in losses]
 """,
         hints=("Inputs are all but the last token of each window, targets all but the "
                "first.",
