@@ -63,9 +63,9 @@ weights.round(decimals=3), weights.sum(dim=-1)
 """,
         hints=("Four steps: scores, mask, weights, weighted sum. Which axis of the scores "
                "indexes the keys, the one each query's weights must sum over?",
-               "`k.transpose(-2, -1)` swaps only the last two axes, so `@` works for any "
-               "leading batch (and head) axes. Scale by the square root of the last size of "
-               "`q`.",
+               "Transpose only the last two axes of `k`: then `@` multiplies (Q, Dk) by "
+               "(Dk, K) for any leading batch (and head) axes. Scale by the square root of "
+               "the last size of `q`.",
                "Blocked scores become `-inf` (`masked_fill` with the negated mask) before "
                "your `softmax`; the `-inf` then gives weight exactly 0."),
     ),
