@@ -171,7 +171,8 @@ def _group(items: list) -> list[list]:
 
 
 def run_example(exercise: Exercise, example: str) -> str:
-    """The worked example's code, and what the reference prints for its last line."""
+    """The worked example's code, as written, then what the reference gives for its last line
+    (computed with one thread, so that the notebook does not depend on the machine)."""
     module, _ = _resolve(exercise.target)
     namespace = dict(vars(module))
     code = textwrap.dedent(example).strip()
@@ -179,13 +180,28 @@ def run_example(exercise: Exercise, example: str) -> str:
     *body, last = tree.body
     if not isinstance(last, ast.Expr):
         raise ValueError(f"the example of {exercise.name} must end with an expression")
-    torch.manual_seed(0)
-    exec(compile(ast.Module(body=body, type_ignores=[]), "<example>", "exec"), namespace)
-    value = eval(compile(ast.Expression(last.value), "<example>", "eval"), namespace)
+    with student.one_thread():
+        torch.manual_seed(0)
+        exec(compile(ast.Module(body=body, type_ignores=[]), "<example>", "exec"), namespace)
+        value = eval(compile(ast.Expression(last.value), "<example>", "eval"), namespace)
+    lines = code.splitlines()
+    before = "\n".join(lines[: last.lineno - 1])
     shown = "\n".join(f">>> {line}" if i == 0 else f"... {line}"
-                      for i, line in enumerate(ast.unparse(last).splitlines()))
-    return f"{code.rsplit(chr(10), len(ast.unparse(last).splitlines()))[0]}\n{shown}\n{value!r}" \
-        if body else f"{shown}\n{value!r}"
+                      for i, line in enumerate(lines[last.lineno - 1:]))
+    return f"{before}\n{shown}\n{value!r}" if before else f"{shown}\n{value!r}"
+
+
+def section_title(assignment: Assignment, section: str) -> str:
+    """The heading of the chapter whose anchor is ``section`` (as Sphinx makes anchors)."""
+    from docutils.nodes import make_id
+
+    text = (EXERCISES_DIR.parent / f"{assignment.chapter}.md").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip()
+            if make_id(title) == section:
+                return title
+    return section
 
 
 def book_link(assignment: Assignment, section: str = "") -> str:
@@ -210,12 +226,13 @@ def exercise_markdown(assignment: Assignment, number: str, exercise: Exercise) -
     if teaching.why:
         parts.append(f"**Why it matters.** {teaching.why.strip()}")
     if teaching.section:
-        parts.append(f"**In the book:** [{assignment.chapter.split('/')[-1]}, "
-                     f"section `{teaching.section}`]({book_link(assignment, teaching.section)}).")
+        title = section_title(assignment, teaching.section)
+        parts.append(f"**In the book:** [{title}]({book_link(assignment, teaching.section)}) "
+                     f"(in `{assignment.chapter.split('/')[-1]}`).")
     if teaching.shapes:
         parts.append(f"**Shapes.** {teaching.shapes.strip()}")
     if checker.forbidden:
-        names = ", ".join(f"`{name}`" for name in checker.forbidden)
+        names = checker.forbidden_text or ", ".join(f"`{name}`" for name in checker.forbidden)
         parts.append(f"**Not allowed here** (the point is to build it): {names}.")
     requirements = "; ".join(checker.requirements())
     parts.append(f"**What the test checks** (each an equal share of the points): "

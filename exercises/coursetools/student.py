@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import base64
 import builtins
+import contextlib
 import importlib
 import inspect
 import io
@@ -208,7 +209,24 @@ def _portable(cases: list[dict[str, Any]], name: str) -> tuple[list[dict], list[
     return real, packed
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Answers computed with one thread: with more, float sums may round differently, and the
+    generated notebooks would depend on the machine that made them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _frozen(checker: Checker) -> dict[str, Any]:
+    with one_thread():
+        return _frozen_cases(checker)
+
+
+def _frozen_cases(checker: Checker) -> dict[str, Any]:
     cases, packed = _portable(checker.cases(torch.Generator().manual_seed(0), hidden=False),
                               checker.name)
     return {

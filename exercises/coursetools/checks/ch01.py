@@ -46,6 +46,8 @@ VALUES, LARGE, INF, DTYPE = ("values along any dim", "no overflow for logits of 
 class SoftmaxChecker(Checker):
     name = "softmax"
     forbidden = SOFTMAX_CALLS
+    forbidden_text = "PyTorch's softmax in any form (`torch.softmax`, `F.softmax`, " \
+        "`Tensor.softmax`, `nn.Softmax`, and the log-softmax ones)"
 
     def cases(self, gen, hidden):
         def with_inf(*shape, rows_all_inf=1):
@@ -118,6 +120,8 @@ class AttentionChecker(Checker):
     forbidden = SOFTMAX_CALLS + (
         "torch.nn.functional.scaled_dot_product_attention", "torch.nn.MultiheadAttention",
         "torch.nn.functional.multi_head_attention_forward")
+    forbidden_text = "PyTorch's attention (`F.scaled_dot_product_attention`, " \
+        "`nn.MultiheadAttention`) and its softmax in any form: use your own `softmax`"
 
     def cases(self, gen, hidden):
         def empty_row(shape, row):

@@ -61,6 +61,8 @@ class Checker:
     name: str = ""
     uses: tuple[str, ...] = ()
     forbidden: tuple[str, ...] = ()
+    #: how the notebook names ``forbidden`` (when the list itself is long)
+    forbidden_text: str = ""
     #: requirement -> what to think about when a case of it fails and no known mistake matches
     advice: dict[str, str] = {}
     atol: float = 1e-5
