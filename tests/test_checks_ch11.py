@@ -1,25 +1,24 @@
 """Chapter 11's checkers against the reference solutions, honest variants and common mistakes.
 
 Unlike test_checks.py this runs the code straight from the package (the cells a notebook would
-get: the setup, the provided code and the solutions, in the spec's order), so it does not need
-the generated notebooks. Also checks the two conventions of chapter 11's checkers: every case
+get: the setup, the provided code and the solutions, in the spec's order) and checks it with
+the grader's check (:func:`coursetools.checks.check`: the checkers' own mistakes, symptoms and
+advice), so it does not need the generated notebooks. Also checks the two conventions of chapter 11's checkers: every case
 names its requirement, the visible cases cover them all, and the reference solutions use none
 of the ``forbidden`` calls.
 """
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import sys
 import types
-from pathlib import Path
 
 import pytest
 import torch
 
 from coursetools.build import object_source
-from coursetools.checks import CHECKERS
+from coursetools.checks import CHECKERS, check
 from coursetools.spec import ASSIGNMENTS, SETUP_CODE, Exercise
 
 from mistakes.ch11 import MISTAKES, VARIANTS
@@ -43,14 +42,12 @@ def cells() -> list[tuple[str, str]]:
 
 
 def namespace(replace: dict[str, str] | None = None) -> dict:
-    checks_parent = str(Path(inspect.getfile(CHECKERS["rms_norm"].__class__)).parents[1])
-    if checks_parent not in sys.path:
-        sys.path.insert(0, checks_parent)  # `from checks import check`, as in a notebook
     module = types.ModuleType(f"notebook_ch11_{next(_counter)}")
     sys.modules[module.__name__] = module
     ns = module.__dict__
     for cell_id, code in cells():
         exec(compile((replace or {}).get(cell_id, code), f"<ch11:{cell_id}>", "exec"), ns)
+    ns["check"] = check  # the grader's check (the notebook's own is tested in test_checks.py)
     return ns
 
 

@@ -173,7 +173,8 @@ def _caller_class(checker: Checker, collector: _Collector) -> str:
              f"    name = {checker.name!r}", f"    atol = {checker.atol!r}",
              f"    rtol = {checker.rtol!r}"]
     for node in methods.values():
-        node.decorator_list = []
+        node.decorator_list = [d for d in node.decorator_list if isinstance(d, ast.Name)
+                               and d.id in ("staticmethod", "classmethod")]
         renames = collector.rename_map(module, node)
         parts.append(textwrap.indent(_renamed(node, renames), "    "))
     return "\n\n".join(parts)

@@ -79,7 +79,7 @@ def grouped_query_attention(q, k, v, causal=True):
     t, s = q.shape[-2], k.shape[-2]
     allowed = torch.ones(t, s, dtype=torch.bool).tril(diagonal=s - t)
     return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1) @ v
-''', "repeat_interleave"),
+''', "consecutive query heads share"),
     Mistake("grouped_query_attention", "causal mask from the top-left corner with a cache", '''
 def grouped_query_attention(q, k, v, causal=True):
     """gqa"""
@@ -117,7 +117,7 @@ def merge_pair(ids, pair, new_id):
         if (ids[i], ids[i + 1]) == tuple(pair):
             return ids[:i] + [new_id] + ids[i + 2:]
     return list(ids)
-''', None),
+''', "every occurrence"),
     Mistake("cross_entropy", "no max subtraction (overflows)", '''
 def cross_entropy(logits, targets):
     """ce"""
@@ -154,7 +154,7 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1=0.9, beta2=0.99
     exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
     param.sub_(lr * exp_avg / (exp_avg_sq.sqrt() + eps))
-''', None),
+''', "bias correction"),
     Mistake("adamw_step", "rebinds param instead of updating it in place", '''
 @torch.no_grad()
 def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,

@@ -14,7 +14,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .core import Checker, close_to, randint, randn, register
+from .core import Checker, matches, randint, randn, register
+
+
+def distinct(checker: Checker, case: dict, found: list[tuple[str, dict]]
+             ) -> list[tuple[str, dict]]:
+    """The known mistakes whose outputs on ``case`` differ from the right ones (a mistake
+    that changes nothing here must not name the fault of another wrong answer)."""
+    right = checker.expected(case)
+    return [(hint, outputs) for hint, outputs in found
+            if not matches(right, outputs, checker.atol)]
+
 
 # --- RMSNorm --------------------------------------------------------------------------------
 
@@ -56,27 +66,44 @@ class RMSNormChecker(Checker):
     def expected(self, case):
         return {"output": oracle_rms_norm(case["x"], case["weight"], case["eps"])}
 
-    def hint(self, case, got):
-        out = got.get("output")
+    def mistakes(self, case):
         x, w, eps = case["x"].double(), case["weight"].double(), case["eps"]
-        if isinstance(out, Tensor) and case["x"].dtype != torch.float32:
-            if out.dtype != case["x"].dtype:
-                return "return the input's dtype: compute in float32, then .to(x.dtype)."
-            low = case["x"]
-            naive = low * torch.rsqrt(low.pow(2).mean(-1, keepdim=True) + eps) * case["weight"]
-            if not bool(torch.isfinite(out).all()) or close_to(out, naive):
-                return ("x ** 2 overflowed in 16 bits: convert x to float32 before squaring, "
-                        "and the result back to x's dtype at the end.")
-        if close_to(out, x / torch.sqrt((x * x).mean(-1, keepdim=True)) * w, 1e-3) and eps > 0.01:
-            return "eps goes inside the square root: x / sqrt(mean(x^2) + eps)."
-        if close_to(out, x / (torch.sqrt((x * x).mean(-1, keepdim=True)) + eps) * w, 1e-3):
-            return "eps goes inside the square root: x / sqrt(mean(x^2) + eps)."
-        if close_to(out, F.layer_norm(x, (x.shape[-1],), w, eps=eps), 1e-3):
-            return "this is LayerNorm: RMSNorm does not subtract the mean."
-        if close_to(out, x / torch.sqrt((x * x).sum(-1, keepdim=True) + eps) * w, 1e-3):
-            return "the mean of the squares, not their sum."
-        if close_to(out, x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps), 1e-3):
-            return "multiply by the gain `weight`."
+        mean_square = (x * x).mean(-1, keepdim=True)
+        found = [
+            ("eps keeps the root away from zero: it belongs inside the square root, added to "
+             "the mean of the squares, not added after the root.",
+             {"output": x / (mean_square.sqrt() + eps) * w}),
+            ("this is LayerNorm: RMSNorm does not subtract the mean.",
+             {"output": F.layer_norm(x, (x.shape[-1],), w, eps=eps)}),
+            ("the mean of the squares, not their sum: the scale must not grow with the "
+             "number of features.",
+             {"output": x / torch.sqrt((x * x).sum(-1, keepdim=True) + eps) * w}),
+            ("the normalised x is then scaled feature by feature by the gain `weight`.",
+             {"output": x / torch.sqrt(mean_square + eps)}),
+        ]
+        if eps > 0.01:  # with a tiny eps, leaving it out is within tolerance
+            found.append(("eps keeps the root away from zero: it belongs inside the square "
+                          "root, added to the mean of the squares.",
+                          {"output": x / mean_square.sqrt() * w}))
+        low = case["x"]
+        if low.dtype != torch.float32:
+            found.append(("x ** 2 overflowed in 16 bits: do the arithmetic in float32 and "
+                          "come back to x's dtype only at the end.",
+                          {"output": low * torch.rsqrt(low.pow(2).mean(-1, keepdim=True) + eps)
+                           * case["weight"]}))
+        return distinct(self, case, found)
+
+    def symptom(self, case, got):
+        out, x = got.get("output"), case["x"]
+        if not isinstance(out, Tensor):
+            return None
+        if out.dtype != x.dtype:
+            return ("the result must keep the input's dtype: float32 is only for the "
+                    "arithmetic inside.")
+        if x.dtype != torch.float32 and (not bool(torch.isfinite(out).all()) or bool(
+                ((out == 0).all(-1) & (x != 0).any(-1)).any())):
+            return ("x ** 2 overflowed in 16 bits: do the arithmetic in float32 and come back "
+                    "to x's dtype only at the end.")
         return None
 
     @property
@@ -122,18 +149,24 @@ class SwiGLUChecker(Checker):
     def expected(self, case):
         return {"output": oracle_swiglu(case["x"], case["w1"], case["w2"], case["w3"])}
 
-    def hint(self, case, got):
-        out = got.get("output")
+    def mistakes(self, case):
         x, w1, w2, w3 = case["x"], case["w1"], case["w2"], case["w3"]
-        if close_to(out, F.linear(F.silu(F.linear(x, w3)) * F.linear(x, w1), w2)):
-            return "SiLU gates W1 x, not W3 x: W2(SiLU(W1 x) * W3 x)."
-        if close_to(out, F.linear(torch.sigmoid(F.linear(x, w1)) * F.linear(x, w3), w2)):
-            return "SiLU(z) = z * sigmoid(z), not sigmoid(z)."
-        if close_to(out, F.linear(F.relu(F.linear(x, w1)) * F.linear(x, w3), w2)):
-            return "the gate is SiLU (z * sigmoid(z)), not ReLU."
-        if w1.shape[0] == w1.shape[1] and close_to(out, (F.silu(x @ w1) * (x @ w3)) @ w2):
-            return "weights are stored (d_out, d_in) as in nn.Linear: use x @ w1.T."
-        return None
+        found = [
+            ("SiLU gates W1 x, not W3 x: the two projections play different parts, one "
+             "passes through SiLU and the other is scaled by it.",
+             {"output": F.linear(F.silu(F.linear(x, w3)) * F.linear(x, w1), w2)}),
+            ("SiLU(z) = z * sigmoid(z), not sigmoid(z).",
+             {"output": F.linear(torch.sigmoid(F.linear(x, w1)) * F.linear(x, w3), w2)}),
+            ("the gate is SiLU (z * sigmoid(z)), not ReLU.",
+             {"output": F.linear(F.relu(F.linear(x, w1)) * F.linear(x, w3), w2)}),
+            ("the gated product goes through W2 back to d_model.",
+             {"output": F.silu(F.linear(x, w1)) * F.linear(x, w3)}),
+        ]
+        if w1.shape[0] == w1.shape[1]:
+            found.append(("weights are stored (d_out, d_in), as in nn.Linear: x meets each "
+                          "matrix along its input axis.",
+                          {"output": (F.silu(x @ w1) * (x @ w3)) @ w2}))
+        return distinct(self, case, found)
 
     @property
     def oracle(self):
@@ -194,15 +227,19 @@ class RopeAnglesChecker(Checker):
     def expected(self, case):
         return {"angles": oracle_rope_angles(case["positions"], case["head_dim"], case["theta"])}
 
-    def hint(self, case, got):
-        angles = got.get("angles")
+    def mistakes(self, case):
         pos, d, theta = case["positions"].double(), case["head_dim"], case["theta"]
         i = torch.arange(d // 2, dtype=torch.float64)
-        if close_to(angles, pos[..., None] * theta ** (-i / d)):
-            return "the exponent is -2i/d for pair i (i = 0 .. d/2 - 1), not -i/d."
-        if close_to(angles, pos[..., None] * theta ** (2 * i / d)):
-            return "theta ** (-2i/d): a negative exponent, so that frequencies decrease."
-        if isinstance(angles, Tensor) and angles.shape[-1] == d:
+        return distinct(self, case, [
+            ("pair i turns at theta ** (-2i/d): the exponent steps by 2/d from one pair to "
+             "the next, not by 1/d.", {"angles": pos[..., None] * theta ** (-i / d)}),
+            ("the exponent is negative, so that the frequencies decrease from the first pair "
+             "to the last.", {"angles": pos[..., None] * theta ** (2 * i / d)}),
+        ])
+
+    def symptom(self, case, got):
+        angles = got.get("angles")
+        if isinstance(angles, Tensor) and angles.shape[-1] == case["head_dim"]:
             return "one angle per pair of features: the last axis has d/2 entries."
         return None
 
@@ -248,21 +285,21 @@ class ApplyRopeChecker(Checker):
     def expected(self, case):
         return {"output": oracle_apply_rope(case["x"], case["positions"], case["theta"])}
 
-    def hint(self, case, got):
-        out = got.get("output")
+    def mistakes(self, case):
         x, pos, theta = case["x"], case["positions"], case["theta"]
         # The halves layout rotates (x[i], x[i + d/2]): interleave, rotate, and split back.
         interleaved = torch.stack(x.chunk(2, dim=-1), dim=-1).flatten(-2)
         rotated = oracle_apply_rope(interleaved, pos, theta)
-        if close_to(out, torch.cat([rotated[..., 0::2], rotated[..., 1::2]], dim=-1)):
-            return ("you paired feature i with feature i + d/2 (the 'halves' layout): this "
-                    "exercise pairs neighbours (x[2i], x[2i+1]), as in the RoFormer paper.")
-        if close_to(out, oracle_apply_rope(x, -pos, theta)):
-            return ("the rotation goes the wrong way: out[2i] = x[2i] cos - x[2i+1] sin, "
-                    "out[2i+1] = x[2i] sin + x[2i+1] cos.")
-        if close_to(out, x):
-            return "nothing was rotated: apply the angles of `rope_angles` to every pair."
-        return None
+        return distinct(self, case, [
+            ("you paired feature i with feature i + d/2 (the 'halves' layout): this "
+             "exercise pairs neighbours (x[2i], x[2i+1]), as in the RoFormer paper.",
+             {"output": torch.cat([rotated[..., 0::2], rotated[..., 1::2]], dim=-1)}),
+            ("the rotation goes the wrong way: a positive angle turns each pair counter-"
+             "clockwise, as multiplying x[2i] + i x[2i+1] by e^(i angle) does.",
+             {"output": oracle_apply_rope(x, -pos, theta)}),
+            ("nothing was rotated: every pair turns by its angle from `rope_angles`.",
+             {"output": x.clone()}),
+        ])
 
 
 # --- grouped-query attention ----------------------------------------------------------------------
@@ -307,31 +344,30 @@ class GroupedQueryAttentionChecker(Checker):
     def expected(self, case):
         return {"output": oracle_gqa(case["q"], case["k"], case["v"])}
 
-    def hint(self, case, got):
-        out = got.get("output")
+    def mistakes(self, case):
         q, k, v = case["q"], case["k"], case["v"]
         h, g = q.shape[1], k.shape[1]
         t, s = q.shape[-2], k.shape[-2]
-        if g < h:
-            rep = h // g
-            k2, v2 = k.repeat(1, rep, 1, 1), v.repeat(1, rep, 1, 1)
-            if g > 1 and close_to(out, oracle_gqa(q, k2, v2)):
-                return ("query head h uses key/value head h // (n_heads / n_kv_heads): "
-                        "repeat_interleave the key/value heads, not repeat.")
-        if s > t:
-            k_exp, v_exp = k.repeat_interleave(h // g, 1), v.repeat_interleave(h // g, 1)
-            top_left = torch.ones(t, s, dtype=torch.bool).tril()
-            if close_to(out, F.scaled_dot_product_attention(q, k_exp, v_exp,
-                                                            attn_mask=top_left)):
-                return ("the T queries are the last T of the S positions: query t may see "
-                        "keys 0 .. S - T + t (tril with diagonal=S - T).")
         k_exp, v_exp = k.repeat_interleave(h // g, 1), v.repeat_interleave(h // g, 1)
-        if close_to(out, F.scaled_dot_product_attention(q, k_exp, v_exp)):
-            return "the attention must be causal: mask the keys after each query."
-        scale = math.sqrt(q.shape[-1])
-        if close_to(out, oracle_gqa(q * scale, k, v)):
-            return "divide the scores by sqrt(head width)."
-        return None
+        found = [
+            ("the attention must be causal: a query may not see the keys after its own "
+             "position.", {"output": F.scaled_dot_product_attention(q, k_exp, v_exp)}),
+            ("divide the scores by sqrt(head width) before the softmax.",
+             {"output": oracle_gqa(q * math.sqrt(q.shape[-1]), k, v)}),
+        ]
+        if 1 < g < h:
+            found.append(("consecutive query heads share a key/value head (with 2 per group, "
+                          "heads 0 and 1 use key/value head 0): your copies of the key/value "
+                          "heads come in the wrong order.",
+                          {"output": oracle_gqa(q, k.repeat(1, h // g, 1, 1),
+                                                v.repeat(1, h // g, 1, 1))}))
+        if s > t:
+            top_left = torch.ones(t, s, dtype=torch.bool).tril()
+            found.append(("the T queries are the last T of the S positions: query t sits at "
+                          "position S - T + t and may see every key up to there.",
+                          {"output": F.scaled_dot_product_attention(q, k_exp, v_exp,
+                                                                    attn_mask=top_left)}))
+        return distinct(self, case, found)
 
     @property
     def oracle(self):
@@ -402,16 +438,46 @@ class MergePairChecker(Checker):
                                                       (case["first"], case["second"]),
                                                       case["new_id"]), dtype=torch.int64)}
 
-    def hint(self, case, got):
+    def mistakes(self, case):
+        ids, pair, new_id = case["ids"].tolist(), (case["first"], case["second"]), case["new_id"]
+
+        def merged(matches, overlapping=False, first_only=False):
+            out, i, done = [], 0, False
+            while i < len(ids):
+                if not done and i + 1 < len(ids) and matches(ids[i], ids[i + 1]):
+                    out.append(new_id)
+                    done = first_only
+                    if overlapping and i + 2 < len(ids) and matches(ids[i + 1], ids[i + 2]):
+                        i += 1  # the second id starts another occurrence
+                    else:
+                        i += 2
+                else:
+                    out.append(ids[i])
+                    i += 1
+            return torch.tensor(out, dtype=torch.int64)
+
+        def same(a, b):
+            return (a, b) == pair
+
+        found = [
+            ("occurrences must not overlap: once two ids are merged, the scan goes on after "
+             "both ([1, 1, 1] -> [new, 1]).", {"ids": merged(same, overlapping=True)}),
+            ("replace every occurrence of the pair, not only the first.",
+             {"ids": merged(same, first_only=True)}),
+        ]
+        if pair[0] != pair[1]:
+            found.append(("the pair is ordered: (a, b) is not (b, a).",
+                          {"ids": merged(lambda a, b: {a, b} == set(pair))}))
+        return distinct(self, case, found)
+
+    def symptom(self, case, got):
         out = got.get("ids")
         if not isinstance(out, Tensor):
             return "return a list of ints."
-        ids, pair = case["ids"].tolist(), (case["first"], case["second"])
-        if pair[0] == pair[1]:
-            return "after a merge, skip both ids: occurrences must not overlap ([1, 1, 1] -> " \
-                   "[new, 1])."
-        if out.numel() == len(ids):
-            return "replace the pair (two ids) by one new id."
+        ids = case["ids"].tolist()
+        occurs = any((a, b) == (case["first"], case["second"]) for a, b in zip(ids, ids[1:]))
+        if occurs and out.numel() == len(ids):
+            return "each occurrence of the pair (two ids) becomes one new id."
         return None
 
     @property
@@ -456,17 +522,24 @@ class CrossEntropyChecker(Checker):
         return {"loss": F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                         case["targets"].reshape(-1))}
 
-    def hint(self, case, got):
-        loss = got.get("loss")
+    def mistakes(self, case):
         logits, targets = case["logits"], case["targets"]
-        if isinstance(loss, Tensor) and not bool(torch.isfinite(loss).all()):
-            return ("exp() overflowed: subtract each row's maximum before exponentiating "
-                    "(log-sum-exp trick).")
-        flat = logits.reshape(-1, logits.shape[-1])
-        per = F.cross_entropy(flat, targets.reshape(-1), reduction="none")
-        if close_to(loss, per.sum()):
-            return "return the mean over positions, not the sum."
-        if isinstance(loss, Tensor) and loss.dim() > 0:
+        per = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                              reduction="none")
+        return distinct(self, case, [
+            ("return the mean over positions, not the sum.", {"loss": per.sum()}),
+            ("the loss is minus the log-probability of the target: check the sign.",
+             {"loss": -per.mean()})])
+
+    def symptom(self, case, got):
+        loss = got.get("loss")
+        if not isinstance(loss, Tensor):
+            return None
+        if not bool(torch.isfinite(loss).all()):
+            return ("exp() overflowed: the log-softmax of a row does not change when a "
+                    "constant is subtracted from it; pick one that keeps every exponent at "
+                    "most 0.")
+        if loss.dim() > 0:
             return "return one number: the mean over all positions."
         return None
 
@@ -485,6 +558,20 @@ def oracle_adamw(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, 
     opt.step()
     return p.detach(), opt.state[p]["exp_avg"], opt.state[p]["exp_avg_sq"]
 
+
+
+def adam_variant(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
+                 correct=True, decoupled=True, t_offset=0):
+    """The parameter after one step of a known mistake: no bias correction, weight decay
+    added to the gradient (Adam + L2), or the step number off by ``t_offset``."""
+    grad = grad if decoupled else grad + weight_decay * param
+    m = beta1 * exp_avg + (1 - beta1) * grad
+    v = beta2 * exp_avg_sq + (1 - beta2) * grad * grad
+    t = step + t_offset
+    if correct:
+        m, v = m / (1 - beta1 ** t), v / (1 - beta2 ** t)
+    shrunk = param * (1 - lr * weight_decay) if decoupled else param
+    return shrunk - lr * m / (v.sqrt() + eps)
 
 @register
 class AdamWStepChecker(Checker):
@@ -533,24 +620,37 @@ class AdamWStepChecker(Checker):
                                    case["beta2"], case["eps"], case["weight_decay"])
         return {"param": param, "exp_avg": m, "exp_avg_sq": v}
 
-    def hint(self, case, got):
+    def mistakes(self, case):
+        args = [case[k] for k in ("param", "grad", "exp_avg", "exp_avg_sq", "step", "lr",
+                                  "beta1", "beta2", "eps", "weight_decay")]
+        found = [("bias correction: the moments start at zero, so in the first steps they "
+                  "are too small; correct each by how much weight its running average has "
+                  "gathered after t steps.",
+                  {"param": adam_variant(*args, correct=False)})]
+        if case["weight_decay"]:
+            found.append(("AdamW decouples the weight decay: it shrinks the parameter itself, "
+                          "outside the moments, instead of adding weight_decay * param to the "
+                          "gradient (that is Adam + L2).",
+                          {"param": adam_variant(*args, decoupled=False)}))
+        found.append(("`step` is already this step's number t (1 at the first step): the bias "
+                      "correction uses it as it is.",
+                      {"param": adam_variant(*args, t_offset=1)}))
+        if case["step"] > 1:
+            found.append(("`step` is already this step's number t (1 at the first step): the "
+                          "bias correction uses it as it is.",
+                          {"param": adam_variant(*args, t_offset=-1)}))
+        return distinct(self, case, found)
+
+    def symptom(self, case, got):
         param = got.get("param")
         if isinstance(param, Tensor) and torch.equal(param, case["param"]):
-            return "update `param` in place (param.mul_, param.add_ ...), do not rebind it."
-        wd = case["weight_decay"]
-        if wd:
-            coupled = oracle_adamw(case["param"], case["grad"] + wd * case["param"],
-                                   case["exp_avg"], case["exp_avg_sq"], case["step"], case["lr"],
-                                   case["beta1"], case["beta2"], case["eps"], 0.0)[0]
-            if close_to(param, coupled, 1e-6):
-                return ("AdamW decouples the weight decay: param -= lr * weight_decay * param, "
-                        "not weight_decay * param added to the gradient (that is Adam + L2).")
-        no_correction = oracle_adamw(case["param"], case["grad"], case["exp_avg"],
-                                     case["exp_avg_sq"], 1, case["lr"], case["beta1"],
-                                     case["beta2"], case["eps"], wd)[0]
-        if case["step"] > 1 and close_to(param, no_correction, 1e-6):
-            return ("bias correction uses the step number t: divide by 1 - beta ** t "
-                    "(here t = step).")
+            return ("update `param` in place: the model holds that tensor, and a new tensor "
+                    "bound to the name `param` is lost when the function returns.")
+        m, v = got.get("exp_avg"), got.get("exp_avg_sq")
+        if (isinstance(m, Tensor) and torch.equal(m, case["exp_avg"])) or (
+                isinstance(v, Tensor) and torch.equal(v, case["exp_avg_sq"])):
+            return ("update exp_avg and exp_avg_sq in place: they are the optimiser's state, "
+                    "read again at the next step.")
         return None
 
     @property
@@ -608,20 +708,26 @@ class CosineScheduleChecker(Checker):
                                                           torch.full_like(it, lo)))
         return {"lr": lr}
 
-    def hint(self, case, got):
-        lr = got.get("lr")
+    def mistakes(self, case):
         it = case["its"].double()
         hi, lo, w, c = case["max_lr"], case["min_lr"], case["warmup"], case["cosine"]
-        if close_to(lr, torch.where(it < w, hi * (it + 1) / w, self.expected(case)["lr"]),
-                    1e-12):
-            return "the warm-up is it / warmup_iters * max_lr: it starts at 0 for it = 0."
+        right = self.expected(case)["lr"]
         progress = (it - w) / (c - w)
-        if close_to(lr, torch.where(it < w, hi * it / w,
-                                    lo + 0.5 * (1 + torch.cos(math.pi * progress)) * (hi - lo)),
-                    1e-12):
-            return "after cosine_iters the rate stays at min_lr (the cosine must not rise again)."
-        if close_to(lr, torch.where(it < w, hi * it / w, torch.where(
-                it <= c, 0.5 * (1 + torch.cos(math.pi * progress.clamp(0, 1))) * hi,
-                torch.full_like(it, lo))), 1e-12):
-            return "decay from max_lr to min_lr: min_lr + 0.5 (1 + cos(pi progress)) (max - min)."
+        return distinct(self, case, [
+            ("the warm-up starts at 0 for it = 0 and climbs in a straight line, reaching "
+             "max_lr at it = warmup_iters.",
+             {"lr": torch.where(it < w, hi * (it + 1) / w, right)}),
+            ("after cosine_iters the rate stays at min_lr (the cosine must not rise again).",
+             {"lr": torch.where(it < w, hi * it / w,
+                                lo + 0.5 * (1 + torch.cos(math.pi * progress)) * (hi - lo))}),
+            ("decay from max_lr to min_lr: the half cosine spans the gap between the two "
+             "rates, not the way down to 0.",
+             {"lr": torch.where(it < w, hi * it / w, torch.where(
+                 it <= c, 0.5 * (1 + torch.cos(math.pi * progress.clamp(0, 1))) * hi,
+                 torch.full_like(it, lo)))}),
+        ])
+
+    def symptom(self, case, got):
+        if not isinstance(got.get("lr"), Tensor):
+            return "return the rate as a plain Python float."
         return None
