@@ -510,6 +510,7 @@ def test_layout(page_name, width, base_url, browser):
 def _pytorch_dates(n: int) -> tuple[list[str], list[str]]:
     """n held-out dates (never in training, in any format) and PyTorch's greedy outputs."""
     import torch
+
     from solutions.data import date_task, date_tokenizers, pad_sequences
     from solutions.decoding import greedy_decode
     from solutions.training import load_model
