@@ -22,8 +22,10 @@ itself, by :func:`leaks`); each group runs in its own sandbox.
 from __future__ import annotations
 
 import ast
+import functools
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +45,9 @@ class _Module:
     imported: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (module, name)
 
 
+@functools.lru_cache(maxsize=1)
 def _modules() -> dict[str, _Module]:
+    """The checkers' modules, parsed once (statements are told apart by identity)."""
     modules = {}
     for path in sorted(CHECKS_DIR.glob("*.py")):
         if path.stem in ("__init__", "core"):
@@ -164,8 +168,19 @@ def _emit(modules: dict[str, _Module], payload: Payload) -> None:
         payload.sources[name] = ast.unparse(ast.fix_missing_locations(ast.Module(body, [])))
 
 
+#: Python 3.11's ast module is not safe to use from several threads at once (measured:
+#: "SystemError: AST constructor recursion depth mismatch" with two grading threads).
+_AST_LOCK = threading.RLock()
+
+
 def build_payload(graded: list[str]) -> Payload:
     """The package source that lets the student's process run the exercises ``graded``."""
+    with _AST_LOCK:
+        return _build_payload(tuple(graded))
+
+
+@functools.lru_cache(maxsize=64)
+def _build_payload(graded: tuple[str, ...]) -> Payload:
     modules = _modules()
     roots = []
     for name in graded:
@@ -179,10 +194,12 @@ def build_payload(graded: list[str]) -> Payload:
 
 def _reference_statements(modules: dict[str, _Module], name: str) -> dict[str, set[int]]:
     """The top-level definitions an exercise's stand-in and reference need (transitively),
-    except those its own ``run`` needs too (shared helpers: weights loading, masks)."""
+    except those it is graded with anyway: what its own ``run`` needs (shared helpers: weights
+    loading, masks) and the stand-ins of the exercises it uses."""
     module, cls_name = _checker_class(modules, name)
     reference = _closure(modules, [(module, cls_name, m) for m in ("oracle", "expected")])
-    running = _closure(modules, [(module, cls_name, "run")])
+    running = _closure(modules, [(module, cls_name, "run")] + [
+        (*_checker_class(modules, used), "oracle") for used in CHECKERS[name].uses])
     found = {}
     for mod, ids in reference.statements.items():
         found[mod] = {i for i in ids - running.statements[mod]
@@ -193,6 +210,11 @@ def _reference_statements(modules: dict[str, _Module], name: str) -> dict[str, s
 
 def leaks(graded: list[str], payload: Payload | None = None) -> list[str]:
     """What of the graded exercises' references the payload would hold (should be nothing)."""
+    with _AST_LOCK:
+        return _leaks(list(graded), payload)
+
+
+def _leaks(graded: list[str], payload: Payload | None = None) -> list[str]:
     modules = _modules()
     payload = payload or build_payload(graded)
     found = []
@@ -212,6 +234,11 @@ def leaks(graded: list[str], payload: Payload | None = None) -> list[str]:
 def plan_groups(names: list[str]) -> list[list[int]]:
     """Split exercises (indices into ``names``) into groups that can share one process: no
     member's reference in the group's payload. First fit, in notebook order."""
+    return [list(group) for group in _plan_groups(tuple(names))]
+
+
+@functools.lru_cache(maxsize=64)
+def _plan_groups(names: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
     groups: list[list[int]] = []
     for n, name in enumerate(names):
         for group in groups:
@@ -223,7 +250,7 @@ def plan_groups(names: list[str]) -> list[list[int]]:
                 raise RuntimeError(f"{name} cannot be graded without its reference: "
                                    f"{leaks([name])}")
             groups.append([n])
-    return groups
+    return tuple(tuple(group) for group in groups)
 
 
 def write_package(payload: Payload, folder: Path) -> Path:
