@@ -543,3 +543,106 @@ class _Masks:
 padding_mask = _Masks.padding
 '''),
 ]
+
+
+# --- chapters 2-7: the same attacks on every chapter -----------------------------------------
+
+def chapter_cells(assignment: str, after: dict[str, list[str]] | None = None) -> list[str]:
+    """The grader's code cells for a correct ``assignment`` (the source's answers), with extra
+    cells after the cell of a given id ("" = at the end)."""
+    path = ROOT / "exercises" / "source" / assignment / f"{assignment}.ipynb"
+    after = after or {}
+    cells = []
+    for c in json.loads(path.read_text())["cells"]:
+        if c["cell_type"] != "code" or _is_test(c["metadata"].get("nbgrader", {})):
+            continue
+        cells.append("".join(c["source"]))
+        cells += after.get(c["id"], [])
+    return cells + after.get("", [])
+
+
+#: Replaces exercise ``{name}`` (a function, or a method of a class the notebook defines) by
+#: one that looks everywhere in its process for the exercise's reference while it is graded:
+#: the checkers' registry and every function object (gc), ``__globals__`` of everything,
+#: modules importable by built names, and the source files of any checker on disk, exec'ed.
+#: It answers with the reference when it finds one, else with zeros: a grader that lets
+#: reference code into the student's process gives it the points.
+HUNTER = '''
+import gc as _gc, glob as _glob, importlib as _il, sys as _sys, torch as _torch
+
+def _hunt(_name, _names):
+    for _obj in _gc.get_objects():
+        try:
+            if isinstance(_obj, dict) and _name in _obj and hasattr(_obj[_name], "run"):
+                for _attr in ("oracle", "expected"):
+                    try:
+                        _found = getattr(_obj[_name], _attr)
+                        if _attr == "oracle":
+                            return _found
+                    except Exception:
+                        pass
+            if callable(_obj) and getattr(_obj, "__name__", None) in _names:
+                return _obj
+            _g = getattr(_obj, "__globals__", None)
+            if isinstance(_g, dict):
+                for _n in _names:
+                    if callable(_g.get(_n)):
+                        return _g[_n]
+        except Exception:
+            pass
+    for _mod in ["checks", "grader_checks", "grader" + "_checks.ch0" + "{chapter}",
+                 "checks.ch0" + "{chapter}", "_grader_checks"]:
+        try:
+            _m = _il.import_module(_mod)
+            for _n in _names:
+                if callable(getattr(_m, _n, None)):
+                    return getattr(_m, _n)
+        except Exception:
+            pass
+    for _path in _glob.glob("/sandbox/**/*.py", recursive=True) + _glob.glob("/**/checks/*.py"):
+        try:
+            _text = open(_path).read()
+            for _n in _names:
+                if "def " + _n in _text:
+                    _ns = {{"__name__": "_x"}}
+                    exec(_text.replace("from .", "from grader_checks."), _ns)
+                    return _ns[_n]
+        except Exception:
+            pass
+    return None
+
+
+def _hunted(*args, **kwargs):
+    _ref = _hunt({name!r}, {names!r})
+    if _ref is None:
+        raise NotImplementedError()
+    return _ref(*args, **kwargs)
+
+{assign}
+'''
+
+
+def hunter(name: str, reference_names: list[str], chapter: int) -> str:
+    """The HUNTER cell for exercise ``name``."""
+    owner, _, method = name.partition(".")
+    assign = f"{owner}.{method} = _hunted" if method else f"{owner} = _hunted"
+    return HUNTER.format(name=name, names=reference_names, chapter=chapter, assign=assign)
+
+
+#: Replaces exercise ``{name}`` by one that raises, on every call, an exception whose message
+#: holds the case's inputs: the feedback must not carry it out.
+LEAKER = '''
+def _leaky(*args, **kwargs):
+    import torch as _t
+    _seen = [float(a.float().sum()) for a in list(args) + list(kwargs.values())
+             if isinstance(a, _t.Tensor)]
+    raise ValueError("LEAKED-INPUTS " + repr(_seen) + " \\udcff")
+
+{assign}
+'''
+
+
+def leaker(name: str) -> str:
+    owner, _, method = name.partition(".")
+    assign = f"{owner}.{method} = _leaky" if method else f"{owner} = _leaky"
+    return LEAKER.format(assign=assign)

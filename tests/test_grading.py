@@ -210,3 +210,26 @@ def test_grading_again_gives_the_same_grades(graded):
         first = rows[(row.student, row.assignment)]
         assert (row.score, row.exercises, row.status) == (first.score, first.exercises,
                                                           first.status), row.student
+
+
+def test_grade_on_a_fresh_clone_needs_no_release(tmp_path):
+    """A course directory whose gradebook has never seen the assignment (a fresh clone:
+    release/ is committed, gradebook.db is not) is graded without a separate `release`."""
+    a1 = "ch01_attention"
+    submit(tmp_path, "alice", a1, completed(a1))
+    rows = course.grade(tmp_path, jobs=1, assignments=[a1])
+    assert [(r.student, r.score, r.status) for r in rows] == [("alice", MAX[a1], "graded")]
+
+
+def test_release_waits_for_the_earlier_deadlines(tmp_path):
+    """In a course, chapter 2 (which provides chapter 1's reference) is not released while
+    chapter 1 is still open, unless forced."""
+    import datetime
+
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    course.release(tmp_path, ["ch01_attention"], due=now + datetime.timedelta(days=7))
+    with pytest.raises(SystemExit, match="still open"):
+        course.release(tmp_path, ["ch02_multihead"])
+    assert course.release(tmp_path, ["ch02_multihead"], force=True) == ["ch02_multihead"]
+    course.release(tmp_path, ["ch01_attention"], due=now - datetime.timedelta(days=1))
+    assert course.release(tmp_path, ["ch03_embeddings"]) == ["ch03_embeddings"]

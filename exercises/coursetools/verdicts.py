@@ -23,7 +23,7 @@ from nbformat.v4 import new_output
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Unicode
 
-from .grading import SubmissionVerdict, clean_text, grade_code
+from .grading import SubmissionVerdict, grade_code
 from .spec import ASSIGNMENTS
 
 
