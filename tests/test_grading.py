@@ -230,6 +230,10 @@ def test_release_waits_for_the_earlier_deadlines(tmp_path):
     course.release(tmp_path, ["ch01_attention"], due=now + datetime.timedelta(days=7))
     with pytest.raises(SystemExit, match="still open"):
         course.release(tmp_path, ["ch02_multihead"])
-    assert course.release(tmp_path, ["ch02_multihead"], force=True) == ["ch02_multihead"]
-    course.release(tmp_path, ["ch01_attention"], due=now - datetime.timedelta(days=1))
+    past = now - datetime.timedelta(days=1)
+    assert course.release(tmp_path, ["ch02_multihead"], due=past, force=True) == [
+        "ch02_multihead"]
+    with pytest.raises(SystemExit, match="ch01_attention"):
+        course.release(tmp_path, ["ch03_embeddings"])
+    course.release(tmp_path, ["ch01_attention"], due=past)
     assert course.release(tmp_path, ["ch03_embeddings"]) == ["ch03_embeddings"]
