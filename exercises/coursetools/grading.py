@@ -61,8 +61,8 @@ SOLUTIONS_IMPORT = re.compile(r"^\s*(from\s+solutions\b|import\s+solutions\b)|__
 
 #: Largest output file the judge opens, beyond the size of the right answer.
 OUTPUT_SLACK_BYTES = 1 << 20
-#: Largest `.error` file read (it holds a few fixed words).
-MAX_ERROR_BYTES = 256
+#: Largest `.error` file read (a few fixed words, or a forbidden call's names).
+MAX_ERROR_BYTES = 2000
 #: Start-up timeouts (a machine too busy to import torch in time) are retried this often.
 STARTUP_RETRIES = 1
 
@@ -125,6 +125,17 @@ def requirement(case: dict) -> str:
     return label if isinstance(label, str) and label else "values"
 
 
+def provided_names(names: list[str]) -> list[str]:
+    """The names of the code an assignment provides (its calls are not the student's)."""
+    from .spec import ASSIGNMENTS, Provided
+
+    for assignment in ASSIGNMENTS:
+        if any(getattr(item, "name", None) in names for item in assignment.items):
+            return [item.target.rpartition(":")[2].split(".")[0] for item in assignment.items
+                    if isinstance(item, Provided)]
+    return []
+
+
 def write_cases(work: Path, group: list[int], names: list[str], all_cases: list[list[dict]]
                 ) -> None:
     """Write the cases of the exercises ``group`` (indices into ``names``) into a work dir."""
@@ -134,7 +145,7 @@ def write_cases(work: Path, group: list[int], names: list[str], all_cases: list[
         for c, case in enumerate(all_cases[n]):
             save_values(case, work / "cases" / f"{n}_{c}.npz")
     manifest = {"exercises": [{"index": n, "name": names[n], "cases": len(all_cases[n])}
-                              for n in group]}
+                              for n in group], "provided": provided_names(names)}
     (work / "cases.json").write_text(json.dumps(manifest))
 
 
@@ -152,14 +163,16 @@ def _open_plain(path: Path, max_bytes: int) -> int | None:
     return fd
 
 
-def _hidden_words(problem: str) -> str:
+def _hidden_words(problem: str, expected: object) -> str:
     """A comparison problem on a hidden case, without the case's values."""
     key = problem.split(":", 1)[0]
     if "NaN at index" in problem:
         return f"{key}: NaN where a number is expected"
-    if "entries differ" in problem or "max abs error" in problem:
+    if not isinstance(expected, torch.Tensor) and "expected a" not in problem:
+        return f"{key}: wrong value"
+    if "entries differ" in problem or "error" in problem:
         return f"{key}: wrong values"
-    return problem  # shape, dtype and type problems say nothing of the values
+    return problem  # shape, dtype, device and type problems say nothing of the values
 
 
 def _output_problems(checker, got: dict, expected: dict) -> list[str]:
@@ -169,9 +182,13 @@ def _output_problems(checker, got: dict, expected: dict) -> list[str]:
         if value is None:
             problems.append(f"{key}: not returned")
         elif isinstance(value, NotTensor):
-            problems.append(f"{key}: expected a torch.Tensor, got {value.words}")
+            want = "a torch.Tensor" if isinstance(exp, torch.Tensor) else \
+                f"a {type(exp).__name__}"
+            problems.append(f"{key}: expected {want}, got {value.words}")
         elif isinstance(value, Header):
-            if value.shape != tuple(exp.shape):
+            if not isinstance(exp, torch.Tensor):
+                problems.append(f"{key}: expected a {type(exp).__name__}, got a tensor")
+            elif value.shape != tuple(exp.shape):
                 problems.append(f"{key}: expected shape {tuple(exp.shape)}, got {value.shape}")
             else:
                 problems.append(f"{key}: expected dtype {exp.dtype}, got {value.numpy_dtype}")
@@ -196,18 +213,21 @@ def judge_case(name: str, n: int, c: int, case: dict, visible: bool, out: Path
         if code == "not implemented":
             return None, f"{name} is not implemented."
         if code.startswith("forbidden "):
-            call = code.removeprefix("forbidden ").split(" ")[0]
-            allowed = getattr(checker, "forbidden", ()) or ()
-            if call in allowed:
-                return None, (f"{name} calls {call}, which this exercise must not use "
-                              "(the whole exercise scores zero).")
-            return None, f"{name} calls a function this exercise must not use."
+            said = code.removeprefix("forbidden ")
+            calls = [rule for rule in getattr(checker, "forbidden", ()) or ()
+                     if rule.split("(")[0].strip() in said]
+            return None, (f"{name} calls {', '.join(calls) or 'a function'}, which this "
+                          "exercise asks you to build yourself: it scores no points while it "
+                          "calls it.")
+        if code == "modified input":
+            return f"{where}: your code changed one of its inputs in place", None
         words = code.removeprefix("raised ") if code.startswith("raised ") else "an exception"
         words = words if re.fullmatch(r"[A-Za-z]+", words) else "an exception"
         article = "" if words == "an exception" else "a "
         return f"{where}: your code raised {article}{words}", None
     expected = checker.expected(case)
-    limit = sum(t.numel() * t.element_size() for t in expected.values()) + OUTPUT_SLACK_BYTES
+    limit = sum(t.numel() * t.element_size() for t in expected.values()
+                if isinstance(t, torch.Tensor) and not t.is_meta) + OUTPUT_SLACK_BYTES
     fd = _open_plain(out / f"{n}_{c}.npz", 8 * limit)
     if fd is None:
         return f"{where}: produced no output", None
@@ -220,11 +240,11 @@ def judge_case(name: str, n: int, c: int, case: dict, visible: bool, out: Path
     if not problems:
         return None, None
     if not visible:
-        problems = [_hidden_words(p) for p in problems]
+        problems = [_hidden_words(p, expected.get(p.split(":", 1)[0])) for p in problems]
     message = f"{where}:\n  " + "\n  ".join(problems)
     try:
-        hint = checker.hint(case, got) if all(isinstance(v, torch.Tensor)
-                                               for v in got.values()) else None
+        hint = checker.hint(case, got) if not any(isinstance(v, NotTensor | Header)
+                                                   for v in got.values()) else None
     except Exception:
         hint = None
     if hint:

@@ -11,6 +11,8 @@ One value per npz member, named ``<kind>.<key>``:
 
 * ``t.<key>``: a tensor as a numpy array of the same dtype;
 * ``b.<key>``: a bfloat16 tensor as its raw 16-bit patterns (``uint16``; numpy has no bfloat16);
+* ``m.<key>`` + ``md.<key>``: a tensor on the ``meta`` device (shapes only): its shape as an
+  ``int64`` array and a 0-d array of its dtype;
 * ``v.<key>``: a Python ``bool``/``int``/``float``/``str`` as a 0-d array;
 * ``o.<key>``: anything else, as a 0-d ``int8`` code of its kind (:data:`OTHER_KINDS`).
 
@@ -64,7 +66,13 @@ def save_values(values: dict[str, Any], path: Path | str) -> None:
     arrays: dict[str, np.ndarray] = {}
     for key, value in values.items():
         key = str(key)
-        if _type(value) is _Tensor or _type(value) is _Parameter:
+        if (_type(value) is _Tensor or _type(value) is _Parameter) and value.is_meta:
+            if value.dtype in NUMPY_DTYPES:
+                arrays[f"m.{key}"] = np.asarray(tuple(value.shape), dtype=np.int64)
+                arrays[f"md.{key}"] = np.zeros((), dtype=NUMPY_DTYPES[value.dtype])
+            else:
+                arrays[f"o.{key}"] = np.asarray(6, dtype=np.int8)
+        elif _type(value) is _Tensor or _type(value) is _Parameter:
             tensor = value.detach().cpu().resolve_conj().resolve_neg().contiguous()
             if tensor.dtype == torch.bfloat16:
                 arrays[f"b.{key}"] = tensor.view(torch.int16).numpy().view(np.uint16)
@@ -87,7 +95,11 @@ def read_values(path: Path | str) -> dict[str, Any]:
         for member in arrays.files:
             kind, key = member.split(".", 1)
             array = arrays[member]
-            if kind == "t":
+            if kind == "m":
+                dtype = TORCH_DTYPES[arrays[f"md.{key}"].dtype]
+                values[key] = torch.empty(tuple(int(n) for n in array), dtype=dtype,
+                                          device="meta")
+            elif kind == "t":
                 values[key] = torch.from_numpy(array.copy())
             elif kind == "b":
                 values[key] = torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16)
@@ -155,30 +167,84 @@ def _read_member(archive: zipfile.ZipFile, member: str, max_bytes: int,
         return torch.from_numpy(array.copy())
 
 
-def load_outputs(path: Any, expected: dict[str, torch.Tensor], max_bytes: int) -> dict[str, Any]:
+def _meta_member(archive: zipfile.ZipFile, key: str, names: set[str]) -> Any:
+    """A meta tensor from its shape and dtype members (both tiny), or a Header if malformed."""
+    if f"md.{key}.npy" not in names:
+        return NotTensor(OTHER_KINDS[0])
+    shape = _small_array(archive, f"m.{key}.npy", 64 * 8)
+    kind = _small_array(archive, f"md.{key}.npy", 64)
+    dtype = TORCH_DTYPES.get(kind.dtype) if kind is not None else None
+    if shape is None or shape.dtype != np.int64 or shape.ndim != 1 or dtype is None:
+        return NotTensor(OTHER_KINDS[0])
+    if (shape < 0).any():
+        return NotTensor(OTHER_KINDS[0])
+    return torch.empty(tuple(int(n) for n in shape), dtype=dtype, device="meta")
+
+
+def _small_array(archive: zipfile.ZipFile, member: str, max_bytes: int) -> np.ndarray | None:
+    info = archive.getinfo(member)
+    if info.file_size > max_bytes + 256:
+        return None
+    with archive.open(info) as f:
+        data = f.read(max_bytes + 257)
+    import io
+
+    array = np.load(io.BytesIO(data), allow_pickle=False)
+    return array if isinstance(array, np.ndarray) and not array.dtype.hasobject else None
+
+
+def _plain_value(archive: zipfile.ZipFile, member: str) -> Any:
+    """A saved Python scalar or string (at most 64 KiB), as the judge's own Python value."""
+    array = _small_array(archive, member, 1 << 16)
+    if array is None or array.ndim != 0:
+        return NotTensor(OTHER_KINDS[0])
+    if array.dtype.kind == "b":
+        return bool(array)
+    if array.dtype.kind == "i":
+        return int(array)
+    if array.dtype.kind == "f":
+        return float(array)
+    if array.dtype.kind == "U":
+        return str(array)
+    return NotTensor(OTHER_KINDS[0])
+
+
+def load_outputs(path: Any, expected: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     """Read an untrusted output file for the keys the judge expects, and only those, with
     their data only when the shape is the expected one: the judge's memory is bounded by the
     size of the right answer, whatever the file claims."""
     values: dict[str, Any] = {}
     with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist()[:256])
         members = {}
-        for name in archive.namelist()[:64]:
+        for name in names:
             if "." in name and name.endswith(".npy"):
                 kind, key = name[:-4].split(".", 1)
-                if kind in ("t", "b", "v", "o"):
+                if kind in ("t", "b", "v", "o", "m"):
                     members[key] = name
         for key, exp in expected.items():
-            if key in members:
-                values[key] = _read_member(archive, members[key], max_bytes,
-                                           tuple(exp.shape))
+            if key not in members:
+                continue
+            member = members[key]
+            if member.startswith("m."):
+                values[key] = _meta_member(archive, key, names)
+            elif isinstance(exp, torch.Tensor):
+                values[key] = _read_member(archive, member, max_bytes, tuple(exp.shape))
+            elif member.startswith("v."):
+                values[key] = _plain_value(archive, member)
+            else:
+                values[key] = _read_member(archive, member, 0, None)
     return values
 
 
 def error_code(error: BaseException, core: Any = None) -> str:
     """What the judge may know of a crash: fixed words, never the exception's text."""
     forbidden = getattr(core, "ForbiddenCall", None) if core is not None else None
+    modified = getattr(core, "ModifiedInput", None) if core is not None else None
     if forbidden is not None and _isinstance(error, forbidden):
-        return "forbidden " + " ".join(str(a) for a in error.args)[:200]
+        return "forbidden " + " ".join(str(a) for a in error.args)[:1000]
+    if modified is not None and _isinstance(error, modified):
+        return "modified input"
     if _isinstance(error, NotImplementedError):
         return "not implemented"
     name = _type(error).__name__
@@ -215,8 +281,13 @@ def run_exercises(namespace: dict, workdir: str, package: str = "grader_checks",
             try:
                 if obj is None:
                     raise NameError(name.split(".")[0])
-                with core.isolated(checker.uses, core.namespace_of(obj)):
-                    got = core.run_case(checker, obj, case)
+                namespace = core.namespace_of(obj)
+                with core.isolated(checker.uses, namespace):
+                    if hasattr(core, "trusted_files"):  # calls made by provided code are fine
+                        trusted = core.trusted_files(namespace, manifest.get("provided", []))
+                        got = core.run_case(checker, obj, case, trusted)
+                    else:
+                        got = core.run_case(checker, obj, case)
                 if not _isinstance(got, dict):
                     raise TypeError("no outputs")
                 save_values(got, f"{target}.npz")

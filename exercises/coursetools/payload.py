@@ -12,7 +12,8 @@ checkers' source, the smallest package that keeps
 * ``run`` of each graded exercise (and what it calls),
 * ``oracle`` of every exercise they use (``Checker.uses``), which is never one of the group,
 
-and nothing else (:func:`build_payload`). The cut works on the syntax tree: a top-level
+and nothing else (:func:`build_payload`). The framework modules (``core``, ``runtime``: running,
+watching and comparing, no exercise's answer) go whole. The cut works on the syntax tree: a top-level
 definition is kept only when a kept definition names it, a checker class keeps only the methods
 reached from its roots, ``expected``/``hint`` never. :func:`plan_groups` splits an assignment
 into groups whose payloads hold no reference of their own members (checked on the payload
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 import shutil
 import tempfile
 import threading
@@ -49,9 +51,7 @@ class _Module:
 def _modules() -> dict[str, _Module]:
     """The checkers' modules, parsed once (statements are told apart by identity)."""
     modules = {}
-    for path in sorted(CHECKS_DIR.glob("*.py")):
-        if path.stem in ("__init__", "core"):
-            continue
+    for path in sorted(CHECKS_DIR.glob("ch[0-9][0-9].py")):
         module = _Module(path.stem, ast.parse(path.read_text()))
         for stmt in module.tree.body:
             if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
@@ -61,7 +61,8 @@ def _modules() -> dict[str, _Module]:
                     for node in ast.walk(target):
                         if isinstance(node, ast.Name):
                             module.defs[node.id] = stmt
-            elif isinstance(stmt, ast.ImportFrom) and stmt.level == 1 and stmt.module != "core":
+            elif isinstance(stmt, ast.ImportFrom) and stmt.level == 1 and re.fullmatch(
+                    r"ch\d\d", stmt.module or ""):
                 for alias in stmt.names:
                     module.imported[alias.asname or alias.name] = (stmt.module, alias.name)
         modules[module.name] = module
@@ -149,7 +150,7 @@ def _emit(modules: dict[str, _Module], payload: Payload) -> None:
         body = []
         for stmt in mod.tree.body:
             if isinstance(stmt, ast.Import) or (isinstance(stmt, ast.ImportFrom) and (
-                    stmt.level == 0 or stmt.module == "core")):
+                    stmt.level == 0 or stmt.module not in modules)):
                 body.append(stmt)
             elif isinstance(stmt, ast.ImportFrom):  # another chapter: only the kept names
                 names = [a for a in stmt.names if id(modules[stmt.module].defs.get(a.name))
@@ -257,7 +258,9 @@ def write_package(payload: Payload, folder: Path) -> Path:
     """Write the payload as the package ``folder/grader_checks``; return the package folder."""
     package = Path(folder) / PACKAGE
     package.mkdir(parents=True)
-    shutil.copy(CHECKS_DIR / "core.py", package / "core.py")
+    for path in CHECKS_DIR.glob("*.py"):  # the framework (core, runtime), whole
+        if path.stem != "__init__" and not re.fullmatch(r"ch\d\d", path.stem):
+            shutil.copy(path, package / path.name)
     imports = []
     for name, source in payload.sources.items():
         (package / f"{name}.py").write_text(source + "\n")
