@@ -118,12 +118,16 @@ def test_each_mistake_loses_points_on_its_exercise_only(graded, student):
     mistake = _mistake_students()[student]
     assignment, exercise = EXERCISE[mistake.exercise]
     row = rows[(student, assignment.name)]
-    assert row.exercises[exercise.grade_id] == 0, (mistake.description, row)
+    # Partial credit: the requirements the mistake breaks cost their share, never more.
+    got = row.exercises[exercise.grade_id]
+    assert got < exercise.points, (mistake.description, row)
     others = {k: v for k, v in row.exercises.items() if k != exercise.grade_id}
     full = {i.grade_id: i.points for i in assignment.items
             if isinstance(i, Exercise) and i.grade_id != exercise.grade_id}
     assert others == full, (mistake.description, row.exercises)
-    assert row.score == MAX[assignment.name] - exercise.points
+    assert row.score == pytest.approx(MAX[assignment.name] - exercise.points + got)
+    if got > 0:
+        assert any(f"{exercise.name}: partial credit" in r for r in row.reasons), row
 
 
 @pytest.mark.parametrize("student", list(_variant_students()))
