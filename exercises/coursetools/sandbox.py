@@ -388,6 +388,10 @@ class _CpuShare:
             return
         cpu = CGROUP_V1 / "cpu" / "coursetools" / f"sandbox-{slot}"
         pids = CGROUP_V1 / "pids" / "coursetools" / f"sandbox-{slot}"
+        # All sandboxes together weigh as much as one busy process per core, as they would
+        # outside cgroups: a shared machine's other work keeps its share, and so do they.
+        if not self._make(cpu.parent, {"cpu.shares": str(1024 * (os.cpu_count() or 1))}):
+            return
         if self._make(cpu, {"cpu.cfs_period_us": str(CPU_PERIOD_US), "cpu.cfs_quota_us": quota,
                             "cpu.shares": "1024"}) and self._make(pids, {"pids.max": tasks}):
             self.procs = [cpu / "cgroup.procs", pids / "cgroup.procs"]
