@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import causal_mask
+from .attention import KVCache, causal_mask
 from .layers import Encoder, EncoderLayer, LearnedPositionalEncoding, TokenEmbedding
 
 __all__ = [
@@ -79,30 +79,64 @@ class LanguageModel(nn.Module):
     def device(self) -> torch.device:
         return self.head.weight.device
 
-    def forward(self, idx: Tensor) -> Tensor:
-        """Token ids (B, T) -> logits (B, T, V); row t predicts token t + 1 from tokens 0..t."""
+    def new_cache(self) -> list[KVCache]:
+        """An empty key/value cache: one :class:`KVCache` per layer, for :meth:`forward`."""
+        return [KVCache() for _ in self.layers.layers]
+
+    def forward(self, idx: Tensor, cache: list[KVCache] | None = None) -> Tensor:
+        """Token ids (B, T) -> logits (B, T, V); row t predicts the token after token t from
+        tokens 0..t.
+
+        With a ``cache`` (from :meth:`new_cache`), ``idx`` holds only the new tokens: they
+        take the positions after the ``len(cache[0])`` cached ones and attend to the cached
+        keys and values as well as to each other; the cache grows by T.
+        """
+        offset = len(cache[0]) if cache else 0
         length = idx.shape[-1]
-        if length > self.max_len:
-            raise ValueError(f"sequence of length {length} exceeds max_len={self.max_len}")
-        x = self.dropout(self.pos(self.embed(idx)))  # (B, T, D)
-        x = self.layers(x, causal_mask(length, idx.device))  # (B, T, D), causal self-attention
+        if offset + length > self.max_len:
+            raise ValueError(f"sequence of length {offset + length} exceeds "
+                             f"max_len={self.max_len}")
+        x = self.dropout(self.pos(self.embed(idx), offset))  # (B, T, D)
+        # Query t (position offset + t) may attend to keys 0 .. offset + t.
+        mask = causal_mask(offset + length, idx.device)[offset:]  # (T, offset + T)
+        if cache is None:
+            x = self.layers(x, mask)  # (B, T, D), causal self-attention
+        else:
+            for layer, layer_cache in zip(self.layers.layers, cache):
+                # EncoderLayer.forward, with this layer's cache given to its self-attention.
+                x = layer.attn_block(x, lambda y, a=layer.self_attn, c=layer_cache:
+                                     a(y, y, y, mask, cache=c))
+                x = layer.ff_block(x, layer.feed_forward)
+            if self.layers.norm is not None:
+                x = self.layers.norm(x)
         return self.head(x)  # (B, T, V)
 
     @torch.no_grad()
     def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+                 top_k: int | None = None, generator: torch.Generator | None = None,
+                 use_cache: bool = True) -> Tensor:
         """Continue each row of ``idx`` (B, T) by ``max_new_tokens`` sampled tokens.
 
-        Each step runs the model on the last ``max_len`` tokens and samples the next one with
-        :func:`sample_next_token` (``temperature=0``: greedy). Runs in eval mode (no dropout).
+        Each new token is drawn with :func:`sample_next_token` (``temperature=0``: greedy)
+        from the logits of the last position. With ``use_cache`` the prompt is run once and
+        every later step feeds only the newest token, whose keys and values join the cache;
+        without it (or when the text would outgrow ``max_len``) every step re-reads the last
+        ``max_len`` tokens. Runs in eval mode (no dropout), then restores the model's mode.
         Returns (B, T + max_new_tokens).
         """
         was_training = self.training
         self.eval()
+        fits = idx.shape[1] + max_new_tokens - 1 <= self.max_len
+        cache = self.new_cache() if use_cache and fits else None
+        step_input = idx  # (B, T) at first, then (B, 1)
         for _ in range(max_new_tokens):
-            logits = self(idx[:, -self.max_len:])[:, -1, :]  # (B, V): the last position's
+            if cache is None:
+                logits = self(idx[:, -self.max_len:])[:, -1, :]  # (B, V)
+            else:
+                logits = self(step_input, cache)[:, -1, :]  # (B, V)
             next_id = sample_next_token(logits, temperature, top_k, generator)  # (B,)
             idx = torch.cat([idx, next_id[:, None]], dim=1)
+            step_input = next_id[:, None]
         self.train(was_training)
         return idx
 

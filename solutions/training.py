@@ -135,7 +135,7 @@ def train_step(model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer,
     """
     model.train()
     with torch.autocast(batch.src.device.type, dtype=torch.bfloat16, enabled=amp):
-        logits = (forward or model)(batch.src, batch.tgt_in)  # (B, T, V)
+        logits = (model if forward is None else forward)(batch.src, batch.tgt_in)  # (B, T, V)
     loss = label_smoothed_cross_entropy(logits, batch.tgt_out, smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -2,7 +2,8 @@
 
 ``namespace(assignment, replace={...})`` executes the source notebook's setup, provided and
 solution cells (not the test cells) in a fresh namespace, with some solution cells replaced by
-other code: a student's correct-but-different answer, or a common mistake. The real-kernel,
+other code: a student's correct-but-different answer, or a common mistake. The setup cell
+defines ``check``: the student's check, unpacked from the notebook itself. The real-kernel,
 real-nbgrader round trip lives in test_grading.py; this is the quick path.
 """
 
@@ -42,9 +43,6 @@ def namespace(assignment: str, replace: dict[str, str] | None = None) -> dict:
     unknown = set(replace) - {cell_id for cell_id, _, _ in _cells(assignment)}
     if unknown:
         raise KeyError(f"{assignment} has no cells {sorted(unknown)}")
-    checks_dir = str(SOURCE / assignment)
-    if checks_dir not in sys.path:
-        sys.path.insert(0, checks_dir)
     # A real module, registered like a notebook's __main__ (dataclasses look the class's module
     # up in sys.modules).
     module = types.ModuleType(f"notebook_{assignment}_{next(_counter)}")

@@ -138,3 +138,31 @@ def test_save_and_load(tmp_path):
     assert loaded.head.weight is loaded.embed.embedding.weight
     idx = torch.randint(V, (2, 6))
     torch.testing.assert_close(loaded(idx), model(idx), atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("split", [1, 3, 5])
+def test_forward_with_a_cache_equals_forward_on_the_whole_text(split):
+    torch.manual_seed(split)
+    model = LanguageModel(13, d_model=16, num_heads=2, num_layers=2, d_ff=32, max_len=12).eval()
+    idx = torch.randint(0, 13, (2, 6))
+    cache = model.new_cache()
+    pieces = [model(idx[:, :split], cache), model(idx[:, split:], cache)]
+    assert len(cache[0]) == 6
+    torch.testing.assert_close(torch.cat(pieces, 1), model(idx), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("temperature,top_k", [(0.0, None), (1.0, None), (0.7, 3)])
+def test_cached_generation_equals_uncached(temperature, top_k):
+    torch.manual_seed(0)
+    model = LanguageModel(13, d_model=16, num_heads=2, num_layers=2, d_ff=32, max_len=20)
+    idx = torch.randint(0, 13, (3, 4))
+    runs = [model.generate(idx, 9, temperature, top_k, torch.Generator().manual_seed(5),
+                           use_cache=use_cache) for use_cache in (True, False)]
+    assert torch.equal(*runs)
+    assert model.training  # the mode is restored
+
+
+def test_generation_past_max_len_falls_back_to_a_sliding_window():
+    model = LanguageModel(13, d_model=16, num_heads=2, num_layers=1, d_ff=32, max_len=6).eval()
+    out = model.generate(torch.zeros(1, 4, dtype=torch.long), 8, temperature=0)
+    assert out.shape == (1, 12)

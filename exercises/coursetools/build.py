@@ -14,7 +14,6 @@ moment a committed notebook differs from what the package says.
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib
 import inspect
 import json
@@ -22,12 +21,26 @@ import textwrap
 from pathlib import Path
 
 import nbformat
+import torch
 
-from .spec import ASSIGNMENTS, SETUP_CODE, STUDENT_INSTRUCTIONS, Assignment, Exercise, Provided
+from . import student
+from .checks import CHECKERS
+from .spec import (
+    ASSIGNMENTS,
+    BOOK_URL,
+    SETUP_CODE,
+    STUDENT_INSTRUCTIONS,
+    Assignment,
+    Exercise,
+    Provided,
+)
 
 EXERCISES_DIR = Path(__file__).resolve().parent.parent
 SOURCE_DIR = EXERCISES_DIR / "source"
-CHECKS_DIR = Path(__file__).resolve().parent / "checks"
+
+#: Methods the package's classes have for the book and the tests (loading PyTorch's modules'
+#: weights) that no exercise needs: notebooks leave them out, with the helpers they call.
+NOT_IN_NOTEBOOKS = ("from_torch",)
 
 
 # --- taking code out of the package ---------------------------------------------------------------
@@ -43,7 +56,9 @@ def object_source(target: str) -> str:
     """Source of a function, class or module-level assignment, dedented."""
     module, parts = _resolve(target)
     obj = getattr(module, parts[0])
-    if inspect.isfunction(obj) or inspect.isclass(obj):
+    if inspect.isclass(obj):
+        return _without_methods(textwrap.dedent(inspect.getsource(obj)).rstrip() + "\n")
+    if inspect.isfunction(obj):
         return textwrap.dedent(inspect.getsource(obj)).rstrip() + "\n"
     # A constant: find its assignment in the module's source.
     tree = ast.parse(inspect.getsource(module))
@@ -54,6 +69,20 @@ def object_source(target: str) -> str:
         if any(isinstance(t, ast.Name) and t.id == parts[0] for t in targets):
             return "\n".join(lines[node.lineno - 1 : node.end_lineno]) + "\n"
     raise LookupError(f"cannot find {target}")
+
+
+def _without_methods(source: str, names: tuple[str, ...] = NOT_IN_NOTEBOOKS) -> str:
+    """A class's source without the methods called ``names`` (decorators included)."""
+    top = ast.parse(source).body[0]
+    lines = source.splitlines()
+    for node in reversed(top.body):
+        if isinstance(node, ast.FunctionDef) and node.name in names:
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+            end = node.end_lineno
+            while start > 0 and not lines[start - 1].strip():
+                start -= 1
+            del lines[start:end]
+    return "\n".join(lines) + "\n"
 
 
 def _body_region(func: ast.FunctionDef) -> tuple[int, int]:
@@ -94,11 +123,6 @@ def exercise_source(target_class_or_function: str, methods: list[str]) -> str:
 # --- notebook assembly -----------------------------------------------------------------------------
 
 
-def _seed(name: str) -> int:
-    """A fixed seed per exercise for the hidden cases (stable across builds)."""
-    return int(hashlib.sha256(name.encode()).hexdigest()[:6], 16)
-
-
 def _meta(grade_id: str, *, solution=False, grade=False, locked=False, points=None) -> dict:
     meta = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": 3,
             "solution": solution, "task": False}
@@ -121,16 +145,15 @@ def _code(cell_id: str, source: str, **meta):
 
 
 def test_cell_source(exercise: Exercise) -> str:
-    """The graded test cell: visible checks, then hidden ones (removed from the release)."""
+    """The graded test cell: the visible checks. (Hidden cases are drawn at grading, from a
+    secret, by the sandboxed grader: they are not in any notebook.)"""
     obj = exercise.name.split(".")[0]
-    return (
-        f"# {exercise.points} point{'s' if exercise.points != 1 else ''}. "
-        f"Checks {exercise.name} against PyTorch on a few inputs.\n"
-        f'check("{exercise.name}", {obj})\n'
-        "### BEGIN HIDDEN TESTS\n"
-        f'check("{exercise.name}", {obj}, hidden=True, seed={_seed(exercise.name)})\n'
-        "### END HIDDEN TESTS"
-    )
+    return (f"# Test: {_points(exercise.points)}. Run it; it says what is wrong, if anything.\n"
+            f'check("{exercise.name}", {obj})')
+
+
+def _points(points: int) -> str:
+    return f"{points} point{'s' if points != 1 else ''}"
 
 
 def _group(items: list) -> list[list]:
@@ -145,6 +168,66 @@ def _group(items: list) -> list[list]:
     return groups
 
 
+def run_example(exercise: Exercise) -> str:
+    """The worked example's code, and what the reference prints for its last line."""
+    module, _ = _resolve(exercise.target)
+    namespace = dict(vars(module))
+    code = textwrap.dedent(exercise.example).strip()
+    tree = ast.parse(code)
+    *body, last = tree.body
+    if not isinstance(last, ast.Expr):
+        raise ValueError(f"the example of {exercise.name} must end with an expression")
+    torch.manual_seed(0)
+    exec(compile(ast.Module(body=body, type_ignores=[]), "<example>", "exec"), namespace)
+    value = eval(compile(ast.Expression(last.value), "<example>", "eval"), namespace)
+    shown = "\n".join(f">>> {line}" if i == 0 else f"... {line}"
+                      for i, line in enumerate(ast.unparse(last).splitlines()))
+    return f"{code.rsplit(chr(10), len(ast.unparse(last).splitlines()))[0]}\n{shown}\n{value!r}" \
+        if body else f"{shown}\n{value!r}"
+
+
+def book_link(assignment: Assignment, exercise: Exercise | None = None) -> str:
+    page = f"{BOOK_URL}{assignment.chapter}.html"
+    return f"{page}#{exercise.section}" if exercise is not None and exercise.section else page
+
+
+def _hints(hints: tuple[str, ...]) -> str:
+    """Hints that unfold one at a time: hint n+1 sits inside hint n."""
+    text = ""
+    for number, hint in reversed(list(enumerate(hints, 1))):
+        text = (f"<details><summary>Hint {number}</summary>\n\n{hint.strip()}\n\n"
+                f"{text}</details>\n")
+    return text
+
+
+def exercise_markdown(assignment: Assignment, number: str, exercise: Exercise) -> str:
+    checker = CHECKERS[exercise.name]
+    parts = [f"## Exercise {number}: `{exercise.name}` ({_points(exercise.points)})",
+             exercise.intro.strip()]
+    if exercise.why:
+        parts.append(f"**Why it matters.** {exercise.why.strip()}")
+    if exercise.section:
+        parts.append(f"**In the book:** [{assignment.chapter.split('/')[-1]}, "
+                     f"section `{exercise.section}`]({book_link(assignment, exercise)}).")
+    if exercise.shapes:
+        parts.append(f"**Shapes.** {exercise.shapes.strip()}")
+    if checker.forbidden:
+        names = ", ".join(f"`{name}`" for name in checker.forbidden)
+        parts.append(f"**Not allowed here** (the point is to build it): {names}.")
+    requirements = "; ".join(checker.requirements())
+    parts.append(f"**What the test checks** (each an equal share of the points): "
+                 f"{requirements}.")
+    if exercise.example:
+        parts.append("**Example** (what the reference gives):\n\n```python\n"
+                     f"{run_example(exercise)}\n```")
+    if exercise.hints:
+        parts.append(_hints(exercise.hints))
+    return "\n\n".join(parts)
+
+
+SCRATCH = "# Scratch space: try your code here (this cell is not graded).\n"
+
+
 def build_notebook(assignment: Assignment) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.metadata = {
@@ -152,29 +235,45 @@ def build_notebook(assignment: Assignment) -> nbformat.NotebookNode:
                        "name": "python3"},
         "language_info": {"name": "python"},
     }
+    exercises = [item for item in assignment.items if isinstance(item, Exercise)]
+    chapter = int(assignment.name[2:4])
+    numbers = {ex.name: f"{chapter}.{i}" for i, ex in enumerate(exercises, 1)}
+    table = "\n".join(f"| {numbers[ex.name]} | `{ex.name}` | {ex.points} |" for ex in exercises)
+    total = sum(ex.points for ex in exercises)
+    setup = _code("setup", student.setup_cell_code(assignment, SETUP_CODE), locked=True)
+    setup.metadata["jupyter"] = {"source_hidden": True}
+    setup.metadata["cellView"] = "form"  # Google Colab shows the title, not the code
     cells = [
-        _markdown("intro", f"# {assignment.title}\n\n{assignment.intro.strip()}\n\n"
+        _markdown("intro", f"# {assignment.title}\n\n{assignment.intro.strip()} The book "
+                  f"explains each step: [{assignment.chapter.split('/')[-1]}]"
+                  f"({book_link(assignment)}).\n\n| Exercise | What | Points |\n"
+                  f"| --- | --- | --- |\n{table}\n| | **Total** | **{total}** |\n\n"
                   f"{STUDENT_INSTRUCTIONS.strip()}"),
-        _code("setup", SETUP_CODE, locked=True),
+        setup,
     ]
     provided = [item for item in assignment.items if isinstance(item, Provided)]
     if provided:
         cells.append(_markdown("provided_intro", (
             "## Provided code\n\nRun this cell: it defines what this notebook builds on "
-            "(the course's reference code for earlier steps). You do not need to change it.")))
-        cells.append(_code("provided", "\n\n".join(
-            object_source(item.target).rstrip() for item in provided), locked=True))
-    for group in _group([item for item in assignment.items if isinstance(item, Exercise)]):
+            "(the course's code for the earlier chapters' steps). You do not need to change "
+            "it.")))
+        provided_cell = _code("provided", "\n\n".join(
+            object_source(item.target).rstrip() for item in provided), locked=True)
+        provided_cell.metadata["jupyter"] = {"source_hidden": True}
+        cells.append(provided_cell)
+    for group in _group(exercises):
         first = group[0]
         for exercise in group:
             cells.append(_markdown(f"md_{exercise.grade_id}",
-                                   f"## {exercise.title}\n\n{exercise.intro.strip()}"))
+                                   exercise_markdown(assignment, numbers[exercise.name],
+                                                     exercise)))
         methods = [e.method for e in group if e.method]
         cells.append(_code(first.owner_id, exercise_source(first.owner_target, methods),
                            solution=True))
         for exercise in group:
             cells.append(_code(f"test_{exercise.grade_id}", test_cell_source(exercise),
                                grade=True, locked=True, points=exercise.points))
+        cells.append(nbformat.v4.new_code_cell(SCRATCH, id=f"scratch_{first.owner_id}"))
     if assignment.outro:
         cells.append(_markdown("outro", assignment.outro))
     nb.cells = cells
@@ -189,12 +288,9 @@ def notebook_text(nb: nbformat.NotebookNode) -> str:
 def expected_files() -> dict[Path, str]:
     """Every generated file and its content."""
     files: dict[Path, str] = {}
-    checks = {path.name: path.read_text() for path in sorted(CHECKS_DIR.glob("*.py"))}
     for assignment in ASSIGNMENTS:
         folder = SOURCE_DIR / assignment.name
         files[folder / f"{assignment.name}.ipynb"] = notebook_text(build_notebook(assignment))
-        for name, text in checks.items():
-            files[folder / "checks" / name] = text
     return files
 
 

@@ -11,11 +11,24 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Exercise:
-    """One graded function or method: ``target`` is 'module:function' or 'module:Class.method'."""
+    """One graded function or method: ``target`` is 'module:function' or 'module:Class.method'.
+
+    What the notebook says about it: ``intro`` (what to build, the rules), ``why`` (why it
+    matters), ``section`` (the anchor of the book's section that explains it, on the chapter's
+    page), ``shapes`` (inputs and outputs), ``example`` (a few lines of code whose last line is
+    an expression: the notebook shows them with the output the reference gives, computed when
+    the notebook is generated), ``hints`` (unfolded one at a time, from the idea towards the
+    method, never the line to write).
+    """
 
     target: str
     points: int
     intro: str
+    why: str = ""
+    section: str = ""
+    shapes: str = ""
+    example: str = ""
+    hints: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -64,7 +77,13 @@ class Assignment:
     outro: str = ""
 
 
+#: Where the book is published, for the notebooks' links to its sections. Relative to a
+#: notebook in exercises/release/<assignment>/ when the book was built in the repository
+#: (`make book`); a course that publishes the book sets its address here and rebuilds.
+BOOK_URL = "../../_build/html/"
+
 SETUP_CODE = """\
+#@title Setup: run this cell first (imports, and the checks of this notebook)
 from __future__ import annotations
 
 import copy
@@ -75,21 +94,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from checks import check  # the tests below; each says exactly what is wrong
-
 torch.manual_seed(0)
 """
 
 STUDENT_INSTRUCTIONS = """\
-**How to work.** Run the cells from the top. In each exercise cell, replace
-`raise NotImplementedError()` with your code, keeping the function's name and signature; then run
-the test cell below it. A failing test says what is wrong (expected against received shape,
-the largest error, and a hint at the usual mistake). When every test passes, press **Validate**
-in the toolbar, save, and submit.
+**How to work.** You need Python with `torch` and `numpy` (and Jupyter, VS Code or Google
+Colab); this notebook needs no other file. Work on a copy of it. Run the cells from the top:
+the setup cell first. In each exercise cell, replace `raise NotImplementedError()` with your
+code, keeping the function's name and signature; run the test cell below it. A failing test
+says what is wrong: the case, expected against received, the largest error, and a hint at the
+idea you may have missed. Try things in the scratch cell under each test. When every test
+passes, press **Validate** (if your Jupyter has nbgrader), save, and hand in the `.ipynb` file
+(or submit it with `nbgrader submit` if your course uses nbgrader's exchange).
 
-Each test checks one exercise on its own: while it runs, the earlier exercises your code calls
-are replaced by PyTorch's versions, so one mistake costs points in one place only. Hidden tests
-with other shapes and edge cases run when your notebook is graded.
+**What is graded.** Each exercise is graded on the requirements its text states; the visible
+test checks every one of them. When your notebook is graded, hidden cases re-check the same
+requirements with other shapes and values, each exercise on its own (an earlier exercise that
+it calls is replaced by a correct version, so one mistake costs points in one place only), and
+each requirement is worth an equal share of the exercise's points. Calls that an exercise says
+not to use cost that exercise its points.
 
 **Mask convention**: a mask is a boolean tensor, **True where attention is allowed**, as in
 `torch.nn.functional.scaled_dot_product_attention`.
@@ -290,6 +313,50 @@ ASSIGNMENTS: list[Assignment] = [
                      "One optimiser step: forward, label-smoothed loss, fresh gradients, "
                      "clip the gradient norm, step the optimiser, then the scheduler. Return "
                      "the loss as a Python float."),
+        ],
+    ),
+    Assignment(
+        name="ch08_lm",
+        title="Chapter 8 exercises: a decoder-only language model",
+        chapter="book/ch08_beyond",
+        intro="Turn the encoder stack into a GPT-style language model: sample the next token, "
+              "run the causal model with a key/value cache, generate text with it, and train "
+              "it with the shifted next-token loss.",
+        items=[
+            *MULTI_HEAD_ATTENTION,
+            Provided(A + "causal_mask"),
+            Provided(L + "ACTIVATIONS"),
+            Provided(L + "check_token_ids"),
+            Provided(L + "TokenEmbedding"),
+            Provided(L + "LearnedPositionalEncoding"),
+            Provided(L + "PositionwiseFeedForward"),
+            Provided(L + "Sublayer"),
+            Provided(L + "EncoderLayer"),
+            Provided(L + "Encoder"),
+            Exercise("solutions.lm:sample_next_token", 3,
+                     "Pick one token per row of next-token logits (B, V): `temperature=0` "
+                     "means greedy (the largest logit); otherwise divide the logits by the "
+                     "temperature, keep only the `top_k` largest of each row when `top_k` is "
+                     "given, and draw from the softmax with the `generator` you are given "
+                     "(so that a seed reproduces the draws)."),
+            Exercise("solutions.lm:LanguageModel.forward", 3,
+                     "Token ids (B, T) → logits (B, T, V): embed (the provided `TokenEmbedding` "
+                     "scales by √d_model), add learned positions, dropout, the causal layers, "
+                     "the final norm, the tied output head. With a `cache` (one `KVCache` per "
+                     "layer), `idx` holds only new tokens: they take the positions after the "
+                     "cached ones and attend to the cached keys too (run each layer's two "
+                     "sublayers yourself, giving its self-attention the layer's cache)."),
+            Exercise("solutions.lm:LanguageModel.generate", 3,
+                     "Append `max_new_tokens` tokens to each row, each drawn with "
+                     "`sample_next_token` from the last position's logits. Sample in eval "
+                     "mode and restore the model's mode afterwards. With `use_cache`, run the "
+                     "prompt once, then feed only the newest token at each step; when the text "
+                     "would outgrow `max_len`, fall back to re-reading the last `max_len` "
+                     "tokens."),
+            Exercise("solutions.lm:lm_loss", 2,
+                     "The next-token cross-entropy of `model` on windows `idx` (B, T + 1): the "
+                     "model reads `idx[:, :-1]`, position t is scored on token t + 1, averaged "
+                     "over every position, computed in float32 whatever the logits' dtype."),
         ],
     ),
 ]

@@ -29,6 +29,7 @@ from . import (  # noqa: F401
     ch05,
     ch06,
     ch07,
+    ch08,
 )
 from .core import CHECKERS, Checker, CheckFailed, check, compare
 

@@ -4,21 +4,37 @@ they are used)."""
 from __future__ import annotations
 
 import contextlib
-import io
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from .runtime import (  # noqa: F401  (re-exported for the chapters' checkers)
+    DEFAULT_REQUIREMENT,
+    CheckFailed,
+    ForbiddenCall,
+    Missing,
+    ModifiedInput,
+    close_to,
+    code_files,
+    compare,
+    describe_case,
+    describe_tensor,
+    failure_message,
+    matches,
+    namespace_of,
+    requirement_of,
+    run_watched,
+    unpack_pair,
+)
+from .runtime import (
+    compare_outputs as compare_values,
+)
 
 __all__ = ["check", "CheckFailed", "CHECKERS", "Checker", "compare"]
 
 CHECKERS: dict[str, Checker] = {}
-
-
-class CheckFailed(AssertionError):
-    """Raised by :func:`check` with a message that says what is wrong."""
 
 
 def register(cls: type[Checker]) -> type[Checker]:
@@ -30,44 +46,67 @@ class Checker:
     """The logic of one exercise's tests.
 
     ``name`` is the name the student defines ("softmax"), or "Class.method" for a method.
-    ``uses`` lists other exercises the student's code calls; they are swapped for the
-    ``oracle`` of their checker while this one runs.
+    ``uses`` lists other exercises the student's code calls; at grading they are swapped for
+    the ``oracle`` of their checker while this one runs, so that one mistake costs points in
+    one place. ``forbidden`` names the PyTorch functions or modules the exercise asks the
+    student to write without (e.g. ``"torch.softmax"``; ``"torch.nn.functional.cross_entropy
+    (label_smoothing)"`` forbids only that keyword); using one costs the exercise's points.
+
+    Every case may say which of the exercise's stated requirements it checks
+    (``case["requirement"]``, default ``"values"``): the visible cases cover every
+    requirement, the hidden ones re-check the same requirements on other shapes and values,
+    and a grade gives each requirement an equal share of the exercise's points.
     """
 
     name: str = ""
     uses: tuple[str, ...] = ()
+    forbidden: tuple[str, ...] = ()
+    #: requirement -> what to think about when a case of it fails and no known mistake matches
+    advice: dict[str, str] = {}
     atol: float = 1e-5
     rtol: float = 1e-4
 
     def cases(self, gen: torch.Generator, hidden: bool) -> list[dict[str, Any]]:
-        """Inputs to try: visible cases are small and few; hidden ones add other shapes and
-        edge cases. Values are tensors, ints, floats, bools or strings (so that the grader can
-        save them without pickle)."""
+        """Inputs to try: visible cases are small and few; hidden ones re-check the same
+        requirements with other shapes and values. Values are tensors, ints, floats, bools or
+        strings (so that the grader can save them without pickle)."""
         raise NotImplementedError
 
     def run(self, obj: Any, case: dict[str, Any]) -> dict[str, Any]:
-        """Call the student's ``obj`` on ``case``; return its outputs by name, unchecked."""
+        """Call the student's ``obj`` on ``case``; return its outputs by name, unchecked.
+        (Copied into student notebooks: it must not compute a right answer.)"""
         raise NotImplementedError
 
-    def expected(self, case: dict[str, Any]) -> dict[str, Tensor]:
+    def expected(self, case: dict[str, Any]) -> dict[str, Any]:
         """The right outputs for ``case``, computed with PyTorch's own functions."""
         raise NotImplementedError
 
+    def mistakes(self, case: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """Known mistakes as (hint, the outputs that mistake gives on ``case``). Student
+        notebooks carry these outputs for their visible cases, so that they can name the
+        mistake without holding any code that computes a right answer."""
+        return []
+
+    def symptom(self, case: dict[str, Any], got: dict[str, Any]) -> str | None:
+        """A hint read from the answer alone (NaN where none belongs, a wrong rank...), or
+        None. (Copied into student notebooks: it must not compute a right answer.)"""
+        return None
+
     def hint(self, case: dict[str, Any], got: dict[str, Any]) -> str | None:
         """A guess at the mistake behind a wrong answer, or None."""
-        return None
+        for hint, outputs in self.mistakes(case):
+            if matches(got, outputs, self.atol):
+                return hint
+        return self.symptom(case, got) or self.advice.get(requirement_of(case))
 
     def describe(self, case: dict[str, Any]) -> str:
         """A short description of a case for messages."""
-        parts = []
-        for key, value in case.items():
-            if key.startswith("w."):
-                continue
-            if isinstance(value, Tensor):
-                parts.append(f"{key}: {describe_tensor(value)}")
-            else:
-                parts.append(f"{key}={value!r}")
-        return ", ".join(parts)
+        return describe_case(case)
+
+    def requirements(self) -> list[str]:
+        """The requirements the visible cases check, in order."""
+        cases = self.cases(torch.Generator().manual_seed(0), hidden=False)
+        return list(dict.fromkeys(requirement_of(case) for case in cases))
 
     @property
     def oracle(self) -> Callable:
@@ -75,68 +114,13 @@ class Checker:
         raise NotImplementedError(f"no oracle for {self.name}")
 
 
-# --- comparing -------------------------------------------------------------------------------
-
-
-def describe_tensor(t: Tensor) -> str:
-    text = f"shape {tuple(t.shape)} {str(t.dtype).replace('torch.', '')}"
-    if t.dtype == torch.bool and t.numel() and not bool(t.all()):
-        text += f" ({int((~t).sum())} False)"
-    return text
-
-
-def compare(got: Any, expected: Tensor, what: str, atol: float, rtol: float) -> str | None:
-    """None if ``got`` is a tensor equal to ``expected`` within tolerance, else the problem."""
-    if not isinstance(got, Tensor):
-        return f"{what}: expected a torch.Tensor, got {type(got).__name__}"
-    if type(got) is not Tensor and not isinstance(got, nn.Parameter):
-        return f"{what}: expected a plain torch.Tensor, got the subclass {type(got).__name__}"
-    if tuple(got.shape) != tuple(expected.shape):
-        return f"{what}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}"
-    if got.dtype != expected.dtype:
-        return f"{what}: expected dtype {expected.dtype}, got {got.dtype}"
-    got = got.detach()
-    if expected.dtype == torch.bool or not expected.is_floating_point():
-        wrong = got != expected
-        if bool(wrong.any()):
-            first = tuple(int(i) for i in wrong.nonzero()[0])
-            return (f"{what}: {int(wrong.sum())} of {wrong.numel()} entries differ, first at "
-                    f"index {first}: expected {expected[first].item()}, got {got[first].item()}")
-        return None
-    bad_nan = torch.isnan(got) & ~torch.isnan(expected)
-    if bool(bad_nan.any()):
-        first = tuple(int(i) for i in bad_nan.nonzero()[0])
-        return f"{what}: NaN at index {first} ({int(bad_nan.sum())} NaN entries in all)"
-    if not torch.allclose(got, expected, atol=atol, rtol=rtol, equal_nan=True):
-        err = (got - expected).abs().nan_to_num(float("inf"))
-        first = tuple(int(i) for i in torch.nonzero(err == err.max())[0])
-        return (f"{what}: max abs error {err.max().item():.3g} at index {first} "
-                f"(expected {expected[first].item():.6g}, got {got[first].item():.6g}; "
-                f"tolerance atol={atol:g}, rtol={rtol:g})")
-    return None
-
-
-def compare_outputs(checker: Checker, got: dict[str, Any], expected: dict[str, Tensor]
+def compare_outputs(checker: Checker, got: dict[str, Any], expected: dict[str, Any]
                     ) -> list[str]:
-    problems = []
-    for key, exp in expected.items():
-        problem = compare(got.get(key), exp, key, checker.atol, checker.rtol)
-        if problem:
-            problems.append(problem)
-    return problems
+    """What is wrong in ``got`` (nothing: an empty list), with the checker's tolerances."""
+    return compare_values(got, expected, checker.atol, checker.rtol)
 
 
 # --- running a check ----------------------------------------------------------------------------
-
-
-def namespace_of(obj: Any) -> dict[str, Any] | None:
-    """The global namespace the student's object was defined in (the notebook's)."""
-    fn = obj
-    if isinstance(obj, type):
-        fn = next((v for v in vars(obj).values() if callable(v) and hasattr(v, "__globals__")),
-                  None)
-    fn = getattr(fn, "__wrapped__", fn)  # through decorators such as @torch.no_grad()
-    return getattr(fn, "__globals__", None)
 
 
 @contextlib.contextmanager
@@ -166,45 +150,67 @@ def isolated(uses: tuple[str, ...], namespace: dict[str, Any] | None) -> Iterato
             undo()
 
 
-def run_case(checker: Checker, obj: Any, case: dict[str, Any]) -> dict[str, Any]:
-    """Run the student's code on one case with warnings and stderr silenced (nbgrader scores a
-    test cell zero if it writes to stderr, and a library warning is no mistake)."""
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        return checker.run(obj, case)
+def trusted_files(namespace: dict[str, Any] | None, provided: list[str]) -> set[str]:
+    """The cells that hold provided code in ``namespace`` (their calls are not the
+    student's)."""
+    if not namespace:
+        return set()
+    return code_files([namespace[name] for name in provided if name in namespace])
+
+
+def run_case(checker: Checker, obj: Any, case: dict[str, Any],
+             trusted: set[str] | None = None) -> dict[str, Any]:
+    """Run the student's code on one case (see :func:`runtime.run_watched`)."""
+    return run_watched(checker.run, obj, case, checker.forbidden, trusted)
 
 
 def check(name: str, obj: Any, hidden: bool = False, seed: int = 0, isolate: bool = True,
-          quiet: bool = False) -> None:
+          quiet: bool = False, provided: list[str] | tuple[str, ...] = ()) -> None:
     """Check the student's ``obj`` for exercise ``name``; raise :class:`CheckFailed` with a
-    helpful message on the first wrong case.
+    helpful message on the first wrong case. (The instructor's and the tests' entry point;
+    students run the frozen visible cases of :mod:`coursetools.student`.)
 
     Returns None on purpose: nbgrader reads a number shown as a test cell's result as partial
     credit."""
     checker = CHECKERS[name]
     gen = torch.Generator().manual_seed(seed)
     cases = checker.cases(gen, hidden)
-    with isolated(checker.uses if isolate else (), namespace_of(obj)):
+    namespace = namespace_of(obj)
+    trusted = trusted_files(namespace, list(provided))
+    with isolated(checker.uses if isolate else (), namespace):
         for number, case in enumerate(cases, 1):
-            where = f"{name}, case {number} of {len(cases)} ({checker.describe(case)})"
-            try:
-                got = run_case(checker, obj, case)
-            except NotImplementedError:
-                raise CheckFailed(f"{name} is not implemented yet: replace "
-                                  "`raise NotImplementedError()` with your code.") from None
-            except Exception as error:  # the student's code crashed: say where and how
-                raise CheckFailed(f"{where}: your code raised {type(error).__name__}: {error}"
-                                  ) from None
-            problems = compare_outputs(checker, got, checker.expected(case))
-            if problems:
-                message = f"{where}:\n  " + "\n  ".join(problems)
-                hint = checker.hint(case, got)
-                if hint:
-                    message += f"\n  Hint: {hint}"
-                raise CheckFailed(message)
+            failure = judge_case(checker, obj, case, trusted)
+            if failure is not None:
+                kind, problems, hint = failure
+                if kind == "not implemented":
+                    raise CheckFailed(f"{name} is not implemented yet: replace "
+                                      "`raise NotImplementedError()` with your code.")
+                raise CheckFailed(failure_message(name, number, len(cases), case, problems,
+                                                  hint))
     if not quiet:
         extra = " (hidden cases)" if hidden else ""
         print(f"{name}: all {len(cases)} cases passed{extra}.")
+
+
+def judge_case(checker: Checker, obj: Any, case: dict[str, Any], trusted: set[str] | None = None
+               ) -> tuple[str, list[str], str | None] | None:
+    """None if the student's code gets ``case`` right, else (kind, problems, hint), kind being
+    "not implemented", "forbidden", "raised" or "wrong"."""
+    try:
+        got = run_case(checker, obj, case, trusted)
+    except NotImplementedError:
+        return "not implemented", [], None
+    except (ForbiddenCall, ModifiedInput) as error:
+        return "forbidden" if isinstance(error, ForbiddenCall) else "modified input", \
+            [str(error)], None
+    except Exception as error:  # the student's code crashed: say how
+        return "raised", [f"your code raised {type(error).__name__}: {error}"], None
+    if not isinstance(got, dict):
+        return "raised", ["the check could not read your outputs"], None
+    problems = compare_outputs(checker, got, checker.expected(case))
+    if problems:
+        return "wrong", problems, checker.hint(case, got)
+    return None
 
 
 # --- helpers for cases ----------------------------------------------------------------------------
@@ -239,17 +245,3 @@ def random_tokens(gen: torch.Generator, batch: int, length: int, pad_id: int,
         if n:
             tokens[row, -n:] = pad_id
     return tokens
-
-
-def close_to(got: Any, expected: Tensor, atol: float = 1e-4) -> bool:
-    """Whether a (possibly malformed) answer is close to ``expected``: used by hints."""
-    return (isinstance(got, Tensor) and got.shape == expected.shape
-            and bool(torch.allclose(got.detach().double(), expected.double(), atol=atol,
-                                    equal_nan=True)))
-
-
-def unpack_pair(result: Any, first: str, second: str) -> dict[str, Any]:
-    """Turn a returned (a, b) tuple into {first: a, second: b}, or explain what came back."""
-    if isinstance(result, tuple) and len(result) == 2:
-        return {first: result[0], second: result[1]}
-    return {first: result, second: f"not returned (the function must return ({first}, {second}))"}
