@@ -44,11 +44,12 @@ STUB = {name: CORRECT[name].split("### BEGIN SOLUTION")[0]
         + "    # YOUR CODE HERE\n    raise NotImplementedError()\n" for name in NAMES}
 
 WRONG = {
-    # overflows on logits of 1e4 (NaN), a case every run draws
+    # wrong on every requirement: normalises over every entry (not along dim), overflows on
+    # logits of 1e4 (NaN), forgets a float64 input's dtype
     SM: '''
 def softmax(x, dim=-1):
-    e = torch.exp(x)
-    return e / e.sum(dim=dim, keepdim=True)
+    e = torch.exp(x.float())
+    return e / e.sum()
 ''',
     # no 1/sqrt(d_k)
     ATT: '''
@@ -59,10 +60,10 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0):
     weights = softmax(scores, dim=-1)
     return weights @ v, weights
 ''',
-    # inverted
+    # wrong on every requirement: inverted, and built on the CPU whatever the tokens' device
     PAD: '''
 def padding_mask(tokens, pad_id=0):
-    return (tokens == pad_id)[:, None, None, :]
+    return (tokens.cpu() == pad_id)[:, None, None, :]
 ''',
 }
 
@@ -590,7 +591,7 @@ def _hunt(_name, _names):
                         return _g[_n]
         except Exception:
             pass
-    for _mod in ["checks", "grader_checks", "grader" + "_checks.ch0" + "{chapter}",
+    for _mod in ["checks", "_grader_checks", "_grader" + "_checks.ch0" + "{chapter}",
                  "checks.ch0" + "{chapter}", "_grader_checks"]:
         try:
             _m = _il.import_module(_mod)
@@ -605,7 +606,7 @@ def _hunt(_name, _names):
             for _n in _names:
                 if "def " + _n in _text:
                     _ns = {{"__name__": "_x"}}
-                    exec(_text.replace("from .", "from grader_checks."), _ns)
+                    exec(_text.replace("from .", "from _grader_checks."), _ns)
                     return _ns[_n]
         except Exception:
             pass

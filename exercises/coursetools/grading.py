@@ -210,8 +210,8 @@ def judge_case(name: str, n: int, c: int, case: dict, visible: bool, out: Path
     if fd is not None:
         with os.fdopen(fd, "rb") as f:
             code = f.read(MAX_ERROR_BYTES).decode("ascii", "replace")
-        if code == "not implemented":
-            return None, f"{name} is not implemented."
+        if code == "not implemented":  # the exercise's stub, unless some case ran
+            return f"{where}: your code raised a NotImplementedError", "not implemented"
         if code.startswith("forbidden "):
             said = code.removeprefix("forbidden ")
             calls = [rule for rule in getattr(checker, "forbidden", ()) or ()
@@ -258,14 +258,20 @@ def judge_exercise(name: str, n: int, cases: list[dict], visible: int, out: Path
     labels = list(dict.fromkeys(requirement(case) for case in cases))
     failed: dict[str, str] = {}
     passed_cases = 0
+    stubbed = 0
     for c, case in enumerate(cases):
         problem, fatal = judge_case(name, n, c, case, c < visible, out)
-        if fatal:
+        if fatal == "not implemented":
+            stubbed += 1
+        elif fatal:
             return ExerciseVerdict(name, False, fatal, 0, 0.0, {label: False for label in labels})
         if problem is None:
             passed_cases += 1
         else:
             failed.setdefault(requirement(case), problem)
+    if cases and stubbed == len(cases):
+        return ExerciseVerdict(name, False, f"{name} is not implemented.", 0, 0.0,
+                               {label: False for label in labels})
     requirements = {label: label not in failed for label in labels}
     score = sum(requirements.values()) / len(labels) if labels else 0.0
     if not failed:

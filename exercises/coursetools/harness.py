@@ -251,7 +251,7 @@ def error_code(error: BaseException, core: Any = None) -> str:
     return "raised " + (name if name in KNOWN_ERRORS else "an exception")
 
 
-def run_exercises(namespace: dict, workdir: str, package: str = "grader_checks",
+def run_exercises(namespace: dict, workdir: str, package: str = "_grader_checks",
                   report: Any = None) -> None:
     """Run every exercise listed in ``workdir/cases.json`` against the student's namespace.
 

@@ -34,7 +34,8 @@ from pathlib import Path
 from .checks.core import CHECKERS
 
 CHECKS_DIR = Path(__file__).resolve().parent / "checks"
-PACKAGE = "grader_checks"
+#: Module names under "_grader" are the course's own for the forbidden-call watch (runtime.Watch).
+PACKAGE = "_grader_checks"
 #: Methods of a checker that compute or describe the right answer: never sent.
 REFERENCE_METHODS = ("expected", "hint", "oracle")
 
