@@ -316,12 +316,12 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0):
     w = softmax(scores, -1)
     return w @ v, w
 '''),
-    ("torch.softmax plus nan_to_num", '''
+    ("the notebook's softmax plus nan_to_num", '''
 def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0):
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    w = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    w = softmax(scores, dim=-1).nan_to_num(0.0)
     return w @ v, w
 '''),
     ("large negative instead of -inf, then zero fully masked rows", '''
@@ -462,6 +462,19 @@ scaled_dot_product_attention = (
         (lambda w: (w @ v, w))(softmax(_mk(_sc(q, k), mask), dim=-1)))
 '''),
 ]
+
+#: The attention variants above were written before dropout was a requirement: each gets the
+#: same dropout step after it (on the weights, output recomputed from them), in its own cell.
+WITH_DROPOUT = '''
+_attention_core = scaled_dot_product_attention
+def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0):
+    output, weights = _attention_core(q, k, v, mask=mask)
+    if dropout_p > 0.0:
+        weights = torch.nn.functional.dropout(weights, p=dropout_p)
+        output = weights @ v
+    return output, weights
+'''
+HONEST_ATTENTION = [(title, code + WITH_DROPOUT) for title, code in HONEST_ATTENTION]
 
 HONEST_PADDING = [
     ("ne + unsqueeze twice + a warning", '''

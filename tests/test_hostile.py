@@ -61,8 +61,9 @@ MARKER = f"4242.{os.getpid()}"  # `sleep 4242.<pid>`: detached processes of this
 HOST_SECRET_TEXT = f"HOST-ONLY-SECRET-{os.getpid()}"
 
 
-def scores(verdict: SubmissionVerdict) -> dict[str, int]:
-    return {name: (S.POINTS[name] if verdict.exercises[name].passed else 0) for name in S.NAMES}
+def scores(verdict: SubmissionVerdict) -> dict[str, float]:
+    """Points per exercise, partial credit included."""
+    return {name: round(S.POINTS[name] * verdict.exercises[name].score, 2) for name in S.NAMES}
 
 
 def all_text(verdict: SubmissionVerdict) -> str:
