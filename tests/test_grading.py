@@ -241,3 +241,37 @@ def test_release_waits_for_the_earlier_deadlines(tmp_path):
         course.release(tmp_path, ["ch03_embeddings"])
     course.release(tmp_path, ["ch01_attention"], due=past)
     assert course.release(tmp_path, ["ch03_embeddings"]) == ["ch03_embeddings"]
+
+
+def test_partial_credit_is_what_nbgrader_scores(tmp_path, monkeypatch):
+    """SandboxedVerdicts writes a partial score as the test cell's result (nbgrader's partial
+    credit) next to a line that says why; nbgrader's own scoring reads it."""
+    import nbformat
+    from nbgrader.utils import determine_grade
+
+    from coursetools import verdicts
+    from coursetools.grading import ExerciseVerdict, SubmissionVerdict
+
+    a1 = "ch01_attention"
+    nb = nbformat.reads(json.dumps(completed(a1)), as_version=4)
+    partial = ExerciseVerdict("scaled_dot_product_attention", False,
+                              "3 of 4 requirements met (failed: dropout)", 5, 0.75,
+                              {"values": True, "dropout": False})
+    verdict = SubmissionVerdict({"softmax": ExerciseVerdict("softmax", True, "ok", 4, 1.0),
+                                 "scaled_dot_product_attention": partial,
+                                 "padding_mask": ExerciseVerdict("padding_mask", False, "no")})
+    monkeypatch.setattr(verdicts, "grade_notebook", lambda *args: verdict)
+    step = verdicts.SandboxedVerdicts(course_root=str(tmp_path))
+    nb, _ = step.preprocess(nb, {"nbgrader": {"assignment": a1, "student": "s",
+                                              "notebook": a1}})
+    grades = {c.metadata.nbgrader["grade_id"]: determine_grade(c)[0] for c in nb.cells
+              if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"}
+    points = {i.grade_id: i.points for a in ASSIGNMENTS if a.name == a1 for i in a.items
+              if isinstance(i, Exercise)}
+    assert grades["test_softmax"] == points["softmax"]
+    assert grades["test_scaled_dot_product_attention"] == pytest.approx(
+        0.75 * points["scaled_dot_product_attention"])
+    assert grades["test_padding_mask"] == 0
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id")
+                == "test_scaled_dot_product_attention")
+    assert "failed: dropout" in cell.outputs[0]["text"]
