@@ -46,6 +46,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import submissions as S  # noqa: E402
 
 from coursetools.grading import SubmissionVerdict, grade_code  # noqa: E402
+from coursetools.payload import plan_groups  # noqa: E402
 from coursetools.sandbox import GiB, SandboxLimits  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
@@ -329,7 +330,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0):
         _bomb = torch.ones(3 * 10**9 // 4)
     scores = q @ k.transpose(-2, -1)
     return softmax(scores, dim=-1) @ v, softmax(scores, dim=-1)
-'''}, message={S.ATT: "allocate"}),
+'''}, message={S.ATT: "out of memory"}),
         attack("infinite loop at the top level of a cell",
                S.expected(), after={END: ["while True:\n    pass"]}, reason="time limit"),
         attack("infinite loop inside the function, only when graded",
@@ -455,7 +456,7 @@ _dumps = json.dumps
 json.dumps = lambda obj, *a, **k: _dumps(obj, *a, **k).replace("float32", "bool")
 _savez = np.savez
 def _relabel(file, *args, **arrays):
-    arrays = {("b." + k[2:] if k.startswith("t.") else k): v for k, v in arrays.items()}
+    arrays = {("b." + k[2:] if k == "t.mask" else k): v for k, v in arrays.items()}
     return _savez(file, *args, **arrays)
 np.savez = _relabel
 ''']}),
@@ -688,7 +689,8 @@ def test_honest_parts_of_time_and_memory_attacks_are_explained(corpus):
     results, _ = corpus
     for name in ("infinite loop at the top level of a cell", "os._exit at the top level of a cell"):
         _, verdict = results[name]
-        assert verdict.runs == 2, verdict  # the culprit cell was skipped and the rest re-run
+        # in each group's sandbox, the culprit cell was skipped and the rest re-run
+        assert verdict.runs == 2 * len(plan_groups(S.NAMES)), verdict
         assert any("skipped" in r for r in verdict.reasons), verdict.reasons
 
 

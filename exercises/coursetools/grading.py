@@ -219,6 +219,8 @@ def judge_case(name: str, n: int, c: int, case: dict, visible: bool, out: Path
             return None, (f"{name} calls {', '.join(calls) or 'a function'}, which this "
                           "exercise asks you to build yourself: it scores no points while it "
                           "calls it.")
+        if code == "out of memory":
+            return f"{where}: your code ran out of memory (the memory limit)", None
         if code == "modified input":
             return f"{where}: your code changed one of its inputs in place", None
         words = code.removeprefix("raised ") if code.startswith("raised ") else "an exception"

@@ -36,6 +36,10 @@ _Tensor = torch.Tensor
 _Parameter = torch.nn.Parameter
 _type = type
 _isinstance = isinstance
+_asarray = np.asarray
+_zeros = np.zeros
+_savez = np.savez
+_numpy = torch.Tensor.numpy
 
 NUMPY_DTYPES = {
     torch.bool: np.bool_, torch.int64: np.int64, torch.int32: np.int32,
@@ -68,24 +72,24 @@ def save_values(values: dict[str, Any], path: Path | str) -> None:
         key = str(key)
         if (_type(value) is _Tensor or _type(value) is _Parameter) and value.is_meta:
             if value.dtype in NUMPY_DTYPES:
-                arrays[f"m.{key}"] = np.asarray(tuple(value.shape), dtype=np.int64)
-                arrays[f"md.{key}"] = np.zeros((), dtype=NUMPY_DTYPES[value.dtype])
+                arrays[f"m.{key}"] = _asarray(tuple(value.shape), dtype=np.int64)
+                arrays[f"md.{key}"] = _zeros((), dtype=NUMPY_DTYPES[value.dtype])
             else:
-                arrays[f"o.{key}"] = np.asarray(6, dtype=np.int8)
+                arrays[f"o.{key}"] = _asarray(6, dtype=np.int8)
         elif _type(value) is _Tensor or _type(value) is _Parameter:
             tensor = value.detach().cpu().resolve_conj().resolve_neg().contiguous()
             if tensor.dtype == torch.bfloat16:
-                arrays[f"b.{key}"] = tensor.view(torch.int16).numpy().view(np.uint16)
+                arrays[f"b.{key}"] = _numpy(tensor.view(torch.int16)).view(np.uint16)
             elif tensor.dtype in NUMPY_DTYPES:
-                arrays[f"t.{key}"] = tensor.numpy()
+                arrays[f"t.{key}"] = _numpy(tensor)
             else:
-                arrays[f"o.{key}"] = np.asarray(6, dtype=np.int8)
+                arrays[f"o.{key}"] = _asarray(6, dtype=np.int8)
         elif _type(value) in (bool, int, float, str):
-            arrays[f"v.{key}"] = np.asarray(value)
+            arrays[f"v.{key}"] = _asarray(value)
         else:
-            arrays[f"o.{key}"] = np.asarray(_other_code(value), dtype=np.int8)
+            arrays[f"o.{key}"] = _asarray(_other_code(value), dtype=np.int8)
     with open(path, "wb") as f:
-        np.savez(f, **arrays)
+        _savez(f, **arrays)
 
 
 def read_values(path: Path | str) -> dict[str, Any]:
@@ -247,6 +251,10 @@ def error_code(error: BaseException, core: Any = None) -> str:
         return "modified input"
     if _isinstance(error, NotImplementedError):
         return "not implemented"
+    if _isinstance(error, MemoryError) or (_isinstance(error, RuntimeError) and any(
+            text in str(error) for text in ("can't allocate memory", "Cannot allocate memory",
+                                            "not enough memory"))):
+        return "out of memory"
     name = _type(error).__name__
     return "raised " + (name if name in KNOWN_ERRORS else "an exception")
 
