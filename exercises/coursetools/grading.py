@@ -315,15 +315,16 @@ def _is_marker(out: Path, name: str) -> bool:
 
 
 def _culprit(run: SandboxRun, out: Path, pending: list[int]) -> tuple[str, int] | None:
-    """What the run was doing when it broke: ("cell", k) or ("exercise", n). The harness runs
-    after every cell, so an exercise started and not done is the culprit."""
+    """What the run was doing when it broke: ("cell", k) or ("exercise", n). Cells run before
+    the harness: a cell that did not end (or left the work directory over its limits) is the
+    culprit; else the exercise started and not done."""
+    for cell in run.cells:
+        if cell.status in ("timeout", "died", "started"):
+            return ("cell", cell.index)
     started = [n for n in pending if _is_marker(out, f"{n}.started")
                and not _is_marker(out, f"{n}.done")]
     if started:
         return ("exercise", started[0])
-    for cell in run.cells:
-        if cell.status in ("timeout", "died", "started"):
-            return ("cell", cell.index)
     return None
 
 

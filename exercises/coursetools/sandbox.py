@@ -843,6 +843,8 @@ def _supervise(
 
     def handle(event: dict) -> None:
         nonlocal runner_pid, phase, phase_start, status, reason, harness_completed
+        if disk_culprit:  # the run is being stopped for a cell's files: nothing else counts
+            return
         ev = event.get("ev")
         if runner_pid is None:
             if ev == "ready":
@@ -869,6 +871,12 @@ def _supervise(
                 if note:
                     notes.append(note)
             phase, phase_start = ("between", k), now
+            # Files a cell leaves count against that cell, not against whatever runs next.
+            size, count = _dir_usage(workdir, limits.max_workdir_files)
+            if size > limits.max_workdir_bytes or count > limits.max_workdir_files:
+                phase = ("cell", k)
+                results[k].status = "started"
+                disk_culprit.append(k)
         elif ev == "harness_start":
             phase, phase_start = ("harness",), now
         elif ev == "exercise_start" and phase[0] in ("harness", "exercise"):
@@ -887,6 +895,7 @@ def _supervise(
         _kill_sandbox(proc, known_pids)
 
     killed = False
+    disk_culprit: list[int] = []
     while True:
         for key, _ in sel.select(timeout=POLL_S):
             try:
@@ -918,6 +927,11 @@ def _supervise(
         if proc.poll() is not None:
             break
         if killed:
+            continue
+        if disk_culprit:
+            kill("disk", f"work directory limit ({_fmt_bytes(limits.max_workdir_bytes)}, "
+                 f"{limits.max_workdir_files} files) exceeded in cell {disk_culprit[0]}")
+            killed = True
             continue
 
         now = time.monotonic()
