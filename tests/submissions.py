@@ -44,11 +44,12 @@ STUB = {name: CORRECT[name].split("### BEGIN SOLUTION")[0]
         + "    # YOUR CODE HERE\n    raise NotImplementedError()\n" for name in NAMES}
 
 WRONG = {
-    # overflows on logits of 1e4 (NaN), a case every run draws
+    # wrong on every requirement: normalises over every entry (not along dim), overflows on
+    # logits of 1e4 (NaN), forgets a float64 input's dtype
     SM: '''
 def softmax(x, dim=-1):
-    e = torch.exp(x)
-    return e / e.sum(dim=dim, keepdim=True)
+    e = torch.exp(x.float())
+    return e / e.sum()
 ''',
     # no 1/sqrt(d_k)
     ATT: '''
@@ -59,10 +60,10 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0):
     weights = softmax(scores, dim=-1)
     return weights @ v, weights
 ''',
-    # inverted
+    # wrong on every requirement: inverted, and built on the CPU whatever the tokens' device
     PAD: '''
 def padding_mask(tokens, pad_id=0):
-    return (tokens == pad_id)[:, None, None, :]
+    return (tokens.cpu() == pad_id)[:, None, None, :]
 ''',
 }
 
@@ -315,12 +316,12 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0):
     w = softmax(scores, -1)
     return w @ v, w
 '''),
-    ("torch.softmax plus nan_to_num", '''
+    ("the notebook's softmax plus nan_to_num", '''
 def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0):
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    w = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    w = softmax(scores, dim=-1).nan_to_num(0.0)
     return w @ v, w
 '''),
     ("large negative instead of -inf, then zero fully masked rows", '''
@@ -462,6 +463,19 @@ scaled_dot_product_attention = (
 '''),
 ]
 
+#: The attention variants above were written before dropout was a requirement: each gets the
+#: same dropout step after it (on the weights, output recomputed from them), in its own cell.
+WITH_DROPOUT = '''
+_attention_core = scaled_dot_product_attention
+def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0):
+    output, weights = _attention_core(q, k, v, mask=mask)
+    if dropout_p > 0.0:
+        weights = torch.nn.functional.dropout(weights, p=dropout_p)
+        output = weights @ v
+    return output, weights
+'''
+HONEST_ATTENTION = [(title, code + WITH_DROPOUT) for title, code in HONEST_ATTENTION]
+
 HONEST_PADDING = [
     ("ne + unsqueeze twice + a warning", '''
 import warnings
@@ -543,3 +557,106 @@ class _Masks:
 padding_mask = _Masks.padding
 '''),
 ]
+
+
+# --- chapters 2-7: the same attacks on every chapter -----------------------------------------
+
+def chapter_cells(assignment: str, after: dict[str, list[str]] | None = None) -> list[str]:
+    """The grader's code cells for a correct ``assignment`` (the source's answers), with extra
+    cells after the cell of a given id ("" = at the end)."""
+    path = ROOT / "exercises" / "source" / assignment / f"{assignment}.ipynb"
+    after = after or {}
+    cells = []
+    for c in json.loads(path.read_text())["cells"]:
+        if c["cell_type"] != "code" or _is_test(c["metadata"].get("nbgrader", {})):
+            continue
+        cells.append("".join(c["source"]))
+        cells += after.get(c["id"], [])
+    return cells + after.get("", [])
+
+
+#: Replaces exercise ``{name}`` (a function, or a method of a class the notebook defines) by
+#: one that looks everywhere in its process for the exercise's reference while it is graded:
+#: the checkers' registry and every function object (gc), ``__globals__`` of everything,
+#: modules importable by built names, and the source files of any checker on disk, exec'ed.
+#: It answers with the reference when it finds one, else with zeros: a grader that lets
+#: reference code into the student's process gives it the points.
+HUNTER = '''
+import gc as _gc, glob as _glob, importlib as _il, sys as _sys, torch as _torch
+
+def _hunt(_name, _names):
+    for _obj in _gc.get_objects():
+        try:
+            if isinstance(_obj, dict) and _name in _obj and hasattr(_obj[_name], "run"):
+                for _attr in ("oracle", "expected"):
+                    try:
+                        _found = getattr(_obj[_name], _attr)
+                        if _attr == "oracle":
+                            return _found
+                    except Exception:
+                        pass
+            if callable(_obj) and getattr(_obj, "__name__", None) in _names:
+                return _obj
+            _g = getattr(_obj, "__globals__", None)
+            if isinstance(_g, dict):
+                for _n in _names:
+                    if callable(_g.get(_n)):
+                        return _g[_n]
+        except Exception:
+            pass
+    for _mod in ["checks", "_grader_checks", "_grader" + "_checks.ch0" + "{chapter}",
+                 "checks.ch0" + "{chapter}", "_grader_checks"]:
+        try:
+            _m = _il.import_module(_mod)
+            for _n in _names:
+                if callable(getattr(_m, _n, None)):
+                    return getattr(_m, _n)
+        except Exception:
+            pass
+    for _path in _glob.glob("/sandbox/**/*.py", recursive=True) + _glob.glob("/**/checks/*.py"):
+        try:
+            _text = open(_path).read()
+            for _n in _names:
+                if "def " + _n in _text:
+                    _ns = {{"__name__": "_x"}}
+                    exec(_text.replace("from .", "from _grader_checks."), _ns)
+                    return _ns[_n]
+        except Exception:
+            pass
+    return None
+
+
+def _hunted(*args, **kwargs):
+    _ref = _hunt({name!r}, {names!r})
+    if _ref is None:
+        raise NotImplementedError()
+    return _ref(*args, **kwargs)
+
+{assign}
+'''
+
+
+def hunter(name: str, reference_names: list[str], chapter: int) -> str:
+    """The HUNTER cell for exercise ``name``."""
+    owner, _, method = name.partition(".")
+    assign = f"{owner}.{method} = _hunted" if method else f"{owner} = _hunted"
+    return HUNTER.format(name=name, names=reference_names, chapter=chapter, assign=assign)
+
+
+#: Replaces exercise ``{name}`` by one that raises, on every call, an exception whose message
+#: holds the case's inputs: the feedback must not carry it out.
+LEAKER = '''
+def _leaky(*args, **kwargs):
+    import torch as _t
+    _seen = [float(a.float().sum()) for a in list(args) + list(kwargs.values())
+             if isinstance(a, _t.Tensor)]
+    raise ValueError("LEAKED-INPUTS " + repr(_seen) + " \\udcff")
+
+{assign}
+'''
+
+
+def leaker(name: str) -> str:
+    owner, _, method = name.partition(".")
+    assign = f"{owner}.{method} = _leaky" if method else f"{owner} = _leaky"
+    return LEAKER.format(assign=assign)

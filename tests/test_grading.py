@@ -118,12 +118,16 @@ def test_each_mistake_loses_points_on_its_exercise_only(graded, student):
     mistake = _mistake_students()[student]
     assignment, exercise = EXERCISE[mistake.exercise]
     row = rows[(student, assignment.name)]
-    assert row.exercises[exercise.grade_id] == 0, (mistake.description, row)
+    # Partial credit: the requirements the mistake breaks cost their share, never more.
+    got = row.exercises[exercise.grade_id]
+    assert got < exercise.points, (mistake.description, row)
     others = {k: v for k, v in row.exercises.items() if k != exercise.grade_id}
     full = {i.grade_id: i.points for i in assignment.items
             if isinstance(i, Exercise) and i.grade_id != exercise.grade_id}
     assert others == full, (mistake.description, row.exercises)
-    assert row.score == MAX[assignment.name] - exercise.points
+    assert row.score == pytest.approx(MAX[assignment.name] - exercise.points + got)
+    if got > 0:
+        assert any(f"{exercise.name}: partial credit" in r for r in row.reasons), row
 
 
 @pytest.mark.parametrize("student", list(_variant_students()))
@@ -210,3 +214,64 @@ def test_grading_again_gives_the_same_grades(graded):
         first = rows[(row.student, row.assignment)]
         assert (row.score, row.exercises, row.status) == (first.score, first.exercises,
                                                           first.status), row.student
+
+
+def test_grade_on_a_fresh_clone_needs_no_release(tmp_path):
+    """A course directory whose gradebook has never seen the assignment (a fresh clone:
+    release/ is committed, gradebook.db is not) is graded without a separate `release`."""
+    a1 = "ch01_attention"
+    submit(tmp_path, "alice", a1, completed(a1))
+    rows = course.grade(tmp_path, jobs=1, assignments=[a1])
+    assert [(r.student, r.score, r.status) for r in rows] == [("alice", MAX[a1], "graded")]
+
+
+def test_release_waits_for_the_earlier_deadlines(tmp_path):
+    """In a course, chapter 2 (which provides chapter 1's reference) is not released while
+    chapter 1 is still open, unless forced."""
+    import datetime
+
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    course.release(tmp_path, ["ch01_attention"], due=now + datetime.timedelta(days=7))
+    with pytest.raises(SystemExit, match="still open"):
+        course.release(tmp_path, ["ch02_multihead"])
+    past = now - datetime.timedelta(days=1)
+    assert course.release(tmp_path, ["ch02_multihead"], due=past, force=True) == [
+        "ch02_multihead"]
+    with pytest.raises(SystemExit, match="ch01_attention"):
+        course.release(tmp_path, ["ch03_embeddings"])
+    course.release(tmp_path, ["ch01_attention"], due=past)
+    assert course.release(tmp_path, ["ch03_embeddings"]) == ["ch03_embeddings"]
+
+
+def test_partial_credit_is_what_nbgrader_scores(tmp_path, monkeypatch):
+    """SandboxedVerdicts writes a partial score as the test cell's result (nbgrader's partial
+    credit) next to a line that says why; nbgrader's own scoring reads it."""
+    import nbformat
+    from nbgrader.utils import determine_grade
+
+    from coursetools import verdicts
+    from coursetools.grading import ExerciseVerdict, SubmissionVerdict
+
+    a1 = "ch01_attention"
+    nb = nbformat.reads(json.dumps(completed(a1)), as_version=4)
+    partial = ExerciseVerdict("scaled_dot_product_attention", False,
+                              "3 of 4 requirements met (failed: dropout)", 5, 0.75,
+                              {"values": True, "dropout": False})
+    verdict = SubmissionVerdict({"softmax": ExerciseVerdict("softmax", True, "ok", 4, 1.0),
+                                 "scaled_dot_product_attention": partial,
+                                 "padding_mask": ExerciseVerdict("padding_mask", False, "no")})
+    monkeypatch.setattr(verdicts, "grade_notebook", lambda *args: verdict)
+    step = verdicts.SandboxedVerdicts(course_root=str(tmp_path))
+    nb, _ = step.preprocess(nb, {"nbgrader": {"assignment": a1, "student": "s",
+                                              "notebook": a1}})
+    grades = {c.metadata.nbgrader["grade_id"]: determine_grade(c)[0] for c in nb.cells
+              if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"}
+    points = {i.grade_id: i.points for a in ASSIGNMENTS if a.name == a1 for i in a.items
+              if isinstance(i, Exercise)}
+    assert grades["test_softmax"] == points["softmax"]
+    assert grades["test_scaled_dot_product_attention"] == pytest.approx(
+        0.75 * points["scaled_dot_product_attention"])
+    assert grades["test_padding_mask"] == 0
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id")
+                == "test_scaled_dot_product_attention")
+    assert "failed: dropout" in cell.outputs[0]["text"]

@@ -46,6 +46,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import submissions as S  # noqa: E402
 
 from coursetools.grading import SubmissionVerdict, grade_code  # noqa: E402
+from coursetools.payload import plan_groups  # noqa: E402
 from coursetools.sandbox import GiB, SandboxLimits  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
@@ -61,8 +62,9 @@ MARKER = f"4242.{os.getpid()}"  # `sleep 4242.<pid>`: detached processes of this
 HOST_SECRET_TEXT = f"HOST-ONLY-SECRET-{os.getpid()}"
 
 
-def scores(verdict: SubmissionVerdict) -> dict[str, int]:
-    return {name: (S.POINTS[name] if verdict.exercises[name].passed else 0) for name in S.NAMES}
+def scores(verdict: SubmissionVerdict) -> dict[str, float]:
+    """Points per exercise, partial credit included."""
+    return {name: round(S.POINTS[name] * verdict.exercises[name].score, 2) for name in S.NAMES}
 
 
 def all_text(verdict: SubmissionVerdict) -> str:
@@ -328,7 +330,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0):
         _bomb = torch.ones(3 * 10**9 // 4)
     scores = q @ k.transpose(-2, -1)
     return softmax(scores, dim=-1) @ v, softmax(scores, dim=-1)
-'''}, message={S.ATT: "allocate"}),
+'''}, message={S.ATT: "out of memory"}),
         attack("infinite loop at the top level of a cell",
                S.expected(), after={END: ["while True:\n    pass"]}, reason="time limit"),
         attack("infinite loop inside the function, only when graded",
@@ -433,7 +435,7 @@ os.makedirs("out", exist_ok=True)
 n = 512 * 2**20 // 4
 header = ("{'descr': '<f4', 'fortran_order': False, 'shape': (%d,), }" % n).ljust(117) + "\\n"
 with zipfile.ZipFile("out/0_0.npz", "w", zipfile.ZIP_DEFLATED) as z:
-    with z.open("a0.npy", "w", force_zip64=True) as f:
+    with z.open("t.output.npy", "w", force_zip64=True) as f:
         f.write(b"\\x93NUMPY\\x01\\x00" + len(header).to_bytes(2, "little") + header.encode())
         chunk = bytes(16 * 2**20)
         for _ in range(32):
@@ -442,7 +444,99 @@ open("out/0_0.json", "w").write(json.dumps(
     {"output": {"kind": "tensor", "slot": "a0", "dtype": "float32"}}))
 open("out/0.done", "w").close()
 os._exit(0)
-''']}, message={S.SM: "unreadable output"}),
+''']}, message={S.SM: "expected shape"}),
+        # --- the judge believes no label: dtype, shape and type come from the arrays ---
+        attack("float mask relabelled bool (patched json.dumps and numpy savez names)",
+               S.expected(padding_mask=0), {S.PAD: '''
+def padding_mask(tokens, pad_id=0):
+    return (tokens != pad_id)[:, None, None, :].float()
+'''}, {END: ['''
+import json, numpy as np
+_dumps = json.dumps
+json.dumps = lambda obj, *a, **k: _dumps(obj, *a, **k).replace("float32", "bool")
+_savez = np.savez
+def _relabel(file, *args, **arrays):
+    arrays = {("b." + k[2:] if k == "t.mask" else k): v for k, v in arrays.items()}
+    return _savez(file, *args, **arrays)
+np.savez = _relabel
+''']}),
+        attack("float64 softmax with a forged float32 npy header",
+               S.expected(softmax=0), {S.SM: S.CORRECT[S.SM].replace(
+                   "def softmax(x: Tensor, dim: int = -1) -> Tensor:",
+                   "def softmax(x: Tensor, dim: int = -1) -> Tensor:\n    x = x.double()")},
+               {END: ['''
+import numpy as np
+_write = np.lib.format.write_array_header_1_0
+def _forged(fp, d):
+    d = dict(d)
+    if d.get("descr") == "<f8":
+        d["descr"] = "<f4"
+        d["shape"] = tuple(d["shape"][:-1]) + (2 * d["shape"][-1],) if d["shape"] else (2,)
+    return _write(fp, d)
+np.lib.format.write_array_header_1_0 = _forged
+''']}),
+        # --- retries start from a clean work directory ---
+        attack("stash a stand-in in the work dir, crash, use it on the re-run",
+               S.expected(softmax=0, scaled_dot_product_attention=0), {S.SM: '''
+import os, inspect
+def softmax(x, dim=-1):
+    for _path in ("stash.py", "/tmp/stash.py", os.path.expanduser("~/stash.py")):
+        if os.path.exists(_path):
+            _ns = {}
+            exec(open(_path).read(), _ns)
+            return _ns["oracle_softmax"](x, dim)
+    raise NotImplementedError()
+''', S.ATT: '''
+import gc, inspect, os
+def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0):
+    for _obj in gc.get_objects():
+        if callable(_obj) and getattr(_obj, "__name__", "") == "oracle_softmax":
+            _src = "import torch\\n" + inspect.getsource(_obj)
+            for _path in ("stash.py", "/tmp/stash.py", os.path.expanduser("~/stash.py")):
+                try:
+                    open(_path, "w").write(_src)
+                except OSError:
+                    pass
+    os._exit(1)
+'''}),
+        # --- a fault costs its own exercise only ---
+        attack("a cell over the work directory's file-count limit",
+               S.expected(), after={END: ['''
+import os
+os.makedirs("junk", exist_ok=True)
+for _i in range(12000):
+    open(f"junk/{_i}", "w").close()
+''']}, reason="work directory limit"),
+        attack("softmax over the file-count limit while it is graded",
+               S.expected(softmax=0), {S.SM: S.CORRECT[S.SM] + '''
+_real_softmax = softmax
+def softmax(x, dim=-1):
+    import os
+    os.makedirs("junk", exist_ok=True)
+    for _i in range(12000):
+        open(f"junk/{_i}", "w").close()
+    return _real_softmax(x, dim)
+'''}, reason="work directory limit"),
+        attack("softmax slow on every call (its time, not its neighbour's)",
+               S.expected(softmax=0), {S.SM: S.CORRECT[S.SM] + '''
+_real_softmax = softmax
+def softmax(x, dim=-1):
+    import time
+    time.sleep(6)
+    return _real_softmax(x, dim)
+'''}, reason="time limit"),
+        attack("lone surrogates and odd bytes in a top-level exception and in prints",
+               S.expected(), after={END: ['''
+print("\\udcff \\ud800", "caf\\xe9")
+raise ValueError("\\udcff broken \\ud800")
+''']}),
+        # --- the judge's own bounds ---
+        attack("an output of 200 MB of the wrong shape",
+               S.expected(padding_mask=0), {S.PAD: '''
+def padding_mask(tokens, pad_id=0):
+    import torch
+    return torch.zeros(50 * 2**20, dtype=torch.float32)
+'''}),
         attack("shrink attention's case manifest (patch json.loads) to skip hidden cases",
                S.expected(scaled_dot_product_attention=0), {S.ATT: S.VISIBLE_ONLY_ATTENTION},
                {END: ['''
@@ -595,7 +689,8 @@ def test_honest_parts_of_time_and_memory_attacks_are_explained(corpus):
     results, _ = corpus
     for name in ("infinite loop at the top level of a cell", "os._exit at the top level of a cell"):
         _, verdict = results[name]
-        assert verdict.runs == 2, verdict  # the culprit cell was skipped and the rest re-run
+        # in each group's sandbox, the culprit cell was skipped and the rest re-run
+        assert verdict.runs == 2 * len(plan_groups(S.NAMES)), verdict
         assert any("skipped" in r for r in verdict.reasons), verdict.reasons
 
 
@@ -766,6 +861,68 @@ PIPELINE_ATTACKS = {
 }
 
 
+def _duplicate_answer(nb):
+    """Jupyter's copy-paste of an answer cell: same metadata, same id."""
+    at = next(k for k, c in enumerate(nb.cells)
+              if c.metadata.get("nbgrader", {}).get("grade_id") == S.SM)
+    nb.cells.insert(at + 1, S.clone(nb.cells[at]))
+
+
+def _change_test_metadata(nb):
+    tests = S.test_cells(nb)
+    tests[0].metadata.nbgrader["solution"] = True
+    tests[1].metadata.nbgrader.pop("points")
+    tests[2].metadata.nbgrader["schema_version"] = 4
+
+
+def _metadata_list(nb):
+    next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == S.PAD
+         ).metadata["nbgrader"] = ["grade", "solution"]
+
+
+SURROGATE_CELL = 'print("\\udcff")\nraise ValueError("\\udcff \\ud800 broken")'
+
+#: Students whose *folder or notebook* is the attack, or odd but honest: (folder name as bytes,
+#: how to make the submission, expected points or None when it must be refused, flag).
+FOLDER_ATTACKS = {
+    "notebook symlinked to the source": (b"nblinker", "nb-link", None, "symbolic link"),
+    "assignment folder symlinked to alice's": (b"dirlinker", "dir-link", None, "symbolic link"),
+    "extra files symlinked to course files": (b"extralinker", "extra-links", S.FULL,
+                                              "symbolic link"),
+    "Latin-1 folder name": (b"caf\xe9", "correct", S.FULL, None),
+    "brackets in the folder name": (b"b[o]b", "correct", S.FULL, None),
+    "leading dot in the folder name": (b".dotty", "correct", S.FULL, None),
+    "nbgrader metadata is a list": (b"metalist", "metadata-list", S.FULL, "not a mapping"),
+    "test-cell metadata changed": (b"testmeta", "test-metadata", S.FULL, None),
+    "answer cell duplicated": (b"duplicator", "duplicate", S.FULL, "appears twice"),
+    "lone surrogates in an exception": (b"surrogate", "surrogate", S.FULL, None),
+}
+
+
+def _make_folder_attack(root: Path, release_nb: Path, folder: bytes, how: str) -> None:
+    submitted = os.fsencode(root / "submitted")
+    target = Path(os.fsdecode(os.path.join(submitted, folder, S.ASSIGNMENT.encode())))
+    source_nb = root / "source" / S.ASSIGNMENT / f"{S.ASSIGNMENT}.ipynb"
+    if how == "dir-link":
+        target.parent.mkdir(parents=True)
+        os.symlink(root / "submitted" / "alice" / S.ASSIGNMENT, target)
+        return
+    target.mkdir(parents=True)
+    notebook = target / f"{S.ASSIGNMENT}.ipynb"
+    if how == "nb-link":
+        os.symlink(source_nb, notebook)
+        return
+    edit = {"metadata-list": _metadata_list, "test-metadata": _change_test_metadata,
+            "duplicate": _duplicate_answer}.get(how)
+    extra = [SURROGATE_CELL] if how == "surrogate" else []
+    nbformat.write(S.notebook(release_nb, CORRECT, extra, edit), notebook)
+    if how == "extra-links":
+        for name, path in {"solutions.ipynb": source_nb, "secret.txt": root / ".grading_secret",
+                           "gradebook.db": root / "gradebook.db",
+                           "hostname": Path("/etc/hostname")}.items():
+            os.symlink(path, target / name)
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     """A temporary course: release ch01, submit an honest student (alice) and the attackers,
@@ -782,9 +939,14 @@ def pipeline(tmp_path_factory):
         extra = [code.format(root=root) for code in extra]
         nbformat.write(S.notebook(release_nb, answers, extra, edit),
                        folder / f"{S.ASSIGNMENT}.ipynb")
+    from coursetools.verdicts import course_secret
+
+    course_secret(root)  # the grading secret exists before the attackers link to it
+    for folder, how in {v[0]: v[1] for v in FOLDER_ATTACKS.values()}.items():
+        _make_folder_attack(root, release_nb, folder, how)
     db_before = (root / "gradebook.db").read_bytes()
     course.grade(root, jobs=2, assignments=[S.ASSIGNMENT])
-    with open(root / "grades.csv") as f:
+    with open(root / "grades.csv", encoding="utf-8") as f:
         rows = {row["student"]: row for row in csv.DictReader(f)}
     return root, rows, db_before
 
@@ -846,3 +1008,102 @@ def test_pipeline_feedback_has_no_hidden_tests(pipeline):
     for html in (root / "feedback").rglob("*.html"):
         text = html.read_text()
         assert "BEGIN HIDDEN TESTS" not in text and "seed=" not in text, html
+
+
+# --- chapters 1-7: reference hunting and hidden inputs in feedback, on every chapter -------------
+
+#: assignment -> (exercise whose reference is hunted, exercise that leaks its inputs). The
+#: hunted one calls other exercises (so its sandbox holds their stand-ins): the riskiest.
+CHAPTER_ATTACKS = {
+    "ch01_attention": ("scaled_dot_product_attention", "softmax"),
+    "ch02_multihead": ("MultiHeadAttention.forward", "split_heads"),
+    "ch03_embeddings": ("SinusoidalPositionalEncoding.forward", "TokenEmbedding.forward"),
+    "ch04_encoder": ("EncoderLayer.forward", "Sublayer.forward"),
+    "ch05_decoder": ("Decoder.forward", "causal_mask"),
+    "ch06_model": ("Transformer.forward", "beam_step"),
+    "ch07_training": ("train_step", "noam_lr"),
+}
+
+
+def _chapter_attack(assignment: str) -> tuple[list[str], list[str], dict[str, float]]:
+    """(code cells, exercise names, expected points) of the chapter's attack submission."""
+    from coursetools.checks.core import CHECKERS
+    from coursetools.spec import ASSIGNMENTS, Exercise
+
+    spec = next(a for a in ASSIGNMENTS if a.name == assignment)
+    exercises = [i for i in spec.items if isinstance(i, Exercise)]
+    hunted, leaky = CHAPTER_ATTACKS[assignment]
+    oracle = CHECKERS[hunted].oracle
+    wanted = sorted({getattr(oracle, "__name__", "oracle"), f"oracle_{hunted.split('.')[0]}",
+                     "oracle_" + hunted.split(".")[-1]})
+    chapter = int(assignment[2:4])
+    cells = S.chapter_cells(assignment, {"": [S.GRADED, S.hunter(hunted, wanted, chapter),
+                                               S.leaker(leaky)]})
+    expected = {i.name: (0 if i.name in (hunted, leaky) else i.points) for i in exercises}
+    return cells, [i.name for i in exercises], expected
+
+
+@pytest.fixture(scope="module")
+def chapter_corpus():
+    def run(assignment):
+        cells, names, expected = _chapter_attack(assignment)
+        verdict = grade_code(cells, names, SECRET, f"hunter/{assignment}/nb", LIMITS)
+        return assignment, (names, expected, verdict)
+
+    with ThreadPoolExecutor(2) as pool:
+        return dict(pool.map(run, CHAPTER_ATTACKS))
+
+
+@pytest.mark.parametrize("assignment", list(CHAPTER_ATTACKS))
+def test_chapter_attack_scores_only_its_honest_part(chapter_corpus, assignment):
+    from coursetools.spec import ASSIGNMENTS, Exercise
+
+    names, expected, verdict = chapter_corpus[assignment]
+    points = {i.name: i.points for a in ASSIGNMENTS for i in a.items if isinstance(i, Exercise)}
+    got = {n: points[n] * verdict.exercises[n].score for n in names}
+    detail = {n: v.message[:300] for n, v in verdict.exercises.items()}
+    assert got == expected, (detail, verdict.reasons)
+    text = json.dumps(verdict.to_json(), ensure_ascii=False)
+    text.encode("utf-8")  # no lone surrogate reached the verdict
+    assert "LEAKED-INPUTS" not in text
+    hunted, leaky = CHAPTER_ATTACKS[assignment]
+    assert "raised a ValueError" in verdict.exercises[leaky].message
+
+
+@pytest.mark.parametrize("attack", list(FOLDER_ATTACKS))
+def test_pipeline_folder_attack_scores_only_its_honest_part(pipeline, attack):
+    from coursetools.course import display_name
+
+    root, rows, _ = pipeline
+    folder, _, expected, flag = FOLDER_ATTACKS[attack]
+    row = rows[display_name(os.fsdecode(folder))]
+    if expected is None:
+        assert row["status"] == "refused" and float(row["score"]) == 0, row
+    else:
+        assert row["status"] == "graded", row
+        assert _points(row) == expected, row
+    if flag:
+        assert flag in row["flags"], row
+
+
+def test_pipeline_feedback_holds_only_reports(pipeline):
+    """No course file, link or secret reaches a feedback folder: only the HTML report."""
+    root, _, _ = pipeline
+    secret = (root / ".grading_secret").read_text().strip()
+    for path in (root / "feedback").rglob("*"):
+        assert not path.is_symlink(), path
+        if path.is_file():
+            assert path.suffix == ".html", path
+            text = path.read_text(errors="replace")
+            assert secret not in text, path  # (answers are the students' own: not checked)
+
+
+def test_pipeline_exports_a_canvas_gradebook(pipeline):
+    root, rows, _ = pipeline
+    with open(root / "grades_canvas.csv", encoding="utf-8") as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", S.ASSIGNMENT]
+    assert table[1][0] == "Points Possible" and float(table[1][5]) == sum(S.FULL.values())
+    alice = next(r for r in table if r[0] == "alice")
+    assert alice[3] == "alice" and float(alice[5]) == float(rows["alice"]["score"])
+    assert len(table) == 2 + len(rows)

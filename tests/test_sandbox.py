@@ -369,3 +369,45 @@ def test_readonly_lib_is_importable_and_harness_runs_after_cells(tmp_path):
     assert run.status == "ok", (run.reason, run.stderr)
     with np.load(work / "out.npz", allow_pickle=False) as data:
         assert data["y"].tolist() == [0, 10, 20]
+
+
+def test_each_sandbox_gets_its_own_cpu_share(tmp_path):
+    """Where cgroups are writable (root on a host or a privileged container), every process of
+    a sandbox, forked children in their own sessions included, runs in the sandbox slot's
+    cgroup, whose CPU quota and task limit hold for the sandbox as a whole."""
+    import threading
+
+    from coursetools.sandbox import _CpuShare
+
+    if not AS_ROOT or not _CpuShare(63, FAST).procs:
+        pytest.skip("cgroups are not writable here: CPU time is bounded per process only")
+    cells = ["import os, time\n"
+             "for _ in range(8):\n"
+             "    if os.fork() == 0:\n"
+             "        os.setsid()\n"
+             "        end = time.time() + 4\n"
+             "        while time.time() < end:\n"
+             "            pass\n"
+             "        os._exit(0)\n"
+             "time.sleep(4)"]
+    seen: set[int] = set()
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            for procs in Path("/sys/fs/cgroup").glob("**/coursetools*/**/cgroup.procs"):
+                try:
+                    seen.update(int(p) for p in procs.read_text().split())
+                except (OSError, ValueError):
+                    pass
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    try:
+        run = run_sandboxed(cells, "def harness(ns): pass", tmp_path, {}, FAST)
+    finally:
+        done.set()
+        thread.join()
+    assert run.status == "ok", run.reason
+    assert len(seen) >= 9, seen  # the runner and its 8 detached children

@@ -170,6 +170,8 @@ DATA_BASELINE_BYTES = 384 * MiB
 #: resident shared-library pages (libtorch) that PSS counts and RLIMIT_DATA does not.
 WATCHDOG_BASELINE_BYTES = 768 * MiB
 
+#: Scheduling niceness of every sandbox process: the judge and nbgrader come first.
+SANDBOX_NICE = 5
 #: Host uids used for sandboxes when the grader runs as root: SANDBOX_UID_BASE + slot.
 SANDBOX_UID_BASE = 200000
 SANDBOX_SLOTS = 64
@@ -270,7 +272,7 @@ sys.path[:0] = spec["sys_path"]
 from IPython.core.interactiveshell import InteractiveShell
 
 # The harness is compiled and executed (imports, references) before any student code.
-harness_ns = {"__name__": "__harness__", "OUTPUT_DIR": spec["output_dir"]}
+harness_ns = {"__name__": "__harness__", "OUTPUT_DIR": spec["output_dir"], "REPORT": report}
 try:
     exec(compile(spec["harness"], "<harness>", "exec"), harness_ns)
     harness = harness_ns["harness"]
@@ -348,6 +350,76 @@ class _Slot:
 
     def release(self) -> None:
         os.close(self._fd)
+
+
+CGROUP_V1 = Path("/sys/fs/cgroup")
+CGROUP_V2 = Path("/sys/fs/cgroup")
+#: CPU time one sandbox may use per scheduling period: one core.
+CPU_PERIOD_US = 100_000
+
+
+class _CpuShare:
+    """A cgroup per sandbox slot: the same CPU weight for every sandbox (however many processes
+    it forks), at most one core each, and a task limit over the whole sandbox.
+
+    Without it, CPU time is shared per process (or per session with autogroup), so a
+    submission forking busy processes, each in its own session, took the CPU from the
+    sandboxes graded beside it. cgroup v2 (``cpu.max``, ``cpu.weight``, ``pids.max``) is used
+    where the grader's own cgroup can have children with those controllers, else cgroup v1
+    (``cpu.cfs_quota_us``, ``cpu.shares``, ``pids.max``); where neither is writable (not
+    root, a container), the sandbox relies on RLIMIT_CPU, RLIMIT_NPROC and ``nice``.
+    ``procs`` lists the ``cgroup.procs`` files the sandbox's first process writes itself into.
+    """
+
+    def __init__(self, slot: int, limits: SandboxLimits) -> None:
+        self.procs: list[Path] = []
+        tasks = str(limits.max_processes + 8)  # bwrap, setpriv and the shell count too
+        quota = str(CPU_PERIOD_US * max(1, limits.threads))
+        try:
+            own = Path("/proc/self/cgroup").read_text().splitlines()
+        except OSError:
+            return
+        v2 = [line.split("::", 1)[1] for line in own if line.startswith("0::")]
+        if v2 and "cpu" in _read(CGROUP_V2 / v2[0].lstrip("/") / "cgroup.controllers").split():
+            folder = CGROUP_V2 / v2[0].lstrip("/") / f"coursetools-sandbox-{slot}"
+            if self._make(folder, {"cpu.max": f"{quota} {CPU_PERIOD_US}", "cpu.weight": "100",
+                                   "pids.max": tasks}):
+                self.procs = [folder / "cgroup.procs"]
+            return
+        cpu = CGROUP_V1 / "cpu" / "coursetools" / f"sandbox-{slot}"
+        pids = CGROUP_V1 / "pids" / "coursetools" / f"sandbox-{slot}"
+        # All sandboxes together weigh as much as one busy process per core, as they would
+        # outside cgroups: a shared machine's other work keeps its share, and so do they.
+        if not self._make(cpu.parent, {"cpu.shares": str(1024 * (os.cpu_count() or 1))}):
+            return
+        if self._make(cpu, {"cpu.cfs_period_us": str(CPU_PERIOD_US), "cpu.cfs_quota_us": quota,
+                            "cpu.shares": "1024"}) and self._make(pids, {"pids.max": tasks}):
+            self.procs = [cpu / "cgroup.procs", pids / "cgroup.procs"]
+
+    @staticmethod
+    def _make(folder: Path, settings: dict[str, str]) -> bool:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, value in settings.items():
+                (folder / name).write_text(value)
+            return True
+        except OSError:
+            return False
+
+    def wrap(self, cmd: list[str]) -> list[str]:
+        """``cmd`` run by a shell that first moves itself into the cgroups (``exec`` keeps its
+        pid), so every process of the sandbox starts inside them."""
+        if not self.procs:
+            return cmd
+        moves = "; ".join(f'echo $$ > "{p}"' for p in self.procs)
+        return ["/bin/sh", "-c", f'{moves} && exec "$@"', "sh", *cmd]
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
 
 def _proc_table() -> dict[int, int]:
@@ -530,6 +602,7 @@ def build_command(
     ``uid``: host uid to run as (the grader is root), or None to run unprivileged as ourselves.
     """
     prlimit = [
+        shutil.which("nice") or "/usr/bin/nice", "-n", str(SANDBOX_NICE),
         shutil.which("prlimit") or "/usr/bin/prlimit",
         f"--cpu={limits.cpu_time_s}:{limits.cpu_time_s + 5}",
         f"--data={limits.memory_bytes + DATA_BASELINE_BYTES}",
@@ -690,6 +763,8 @@ def run_sandboxed(
             _chown_tree(workdir, uid)
         read_fd, write_fd = os.pipe()
         cmd = build_command(runner_dir, workdir, readonly, limits, write_fd, uid)
+        if slot:
+            cmd = _CpuShare(slot.n, limits).wrap(cmd)
         fds = [write_fd]  # _supervise closes the write end as soon as the sandbox holds it
         return _supervise(cmd, fds, read_fd, cells, limits, workdir)
     finally:
@@ -760,12 +835,16 @@ def _supervise(
             return f"in cell {phase[1]}"
         if phase[0] == "between":  # cell k ended, cell k + 1 (or the harness) not started
             return f"after cell {phase[1]}"
+        if phase[0] == "exercise":
+            return "while testing it"
         return {"startup": "while starting", "harness": "in the harness"}.get(
             phase[0], "after the harness"
         )
 
     def handle(event: dict) -> None:
         nonlocal runner_pid, phase, phase_start, status, reason, harness_completed
+        if disk_culprit:  # the run is being stopped for a cell's files: nothing else counts
+            return
         ev = event.get("ev")
         if runner_pid is None:
             if ev == "ready":
@@ -792,8 +871,17 @@ def _supervise(
                 if note:
                     notes.append(note)
             phase, phase_start = ("between", k), now
+            # Files a cell leaves count against that cell, not against whatever runs next.
+            size, count = _dir_usage(workdir, limits.max_workdir_files)
+            if size > limits.max_workdir_bytes or count > limits.max_workdir_files:
+                phase = ("cell", k)
+                results[k].status = "started"
+                disk_culprit.append(k)
         elif ev == "harness_start":
             phase, phase_start = ("harness",), now
+        elif ev == "exercise_start" and phase[0] in ("harness", "exercise"):
+            n = event.get("n")  # each exercise gets the full time limit of its own
+            phase, phase_start = ("exercise", n if isinstance(n, int) else -1), now
         elif ev == "harness_done":
             harness_completed = True
             phase, phase_start = ("done",), now
@@ -807,6 +895,7 @@ def _supervise(
         _kill_sandbox(proc, known_pids)
 
     killed = False
+    disk_culprit: list[int] = []
     while True:
         for key, _ in sel.select(timeout=POLL_S):
             try:
@@ -838,6 +927,11 @@ def _supervise(
         if proc.poll() is not None:
             break
         if killed:
+            continue
+        if disk_culprit:
+            kill("disk", f"work directory limit ({_fmt_bytes(limits.max_workdir_bytes)}, "
+                 f"{limits.max_workdir_files} files) exceeded in cell {disk_culprit[0]}")
+            killed = True
             continue
 
         now = time.monotonic()

@@ -61,8 +61,13 @@ def course_secret(root: Path) -> bytes:
     return path.read_text().strip().encode()
 
 
+#: Part of every cache key: a verdict made by another version of the grader is not reused.
+GRADER_VERSION = "3"
+
+
 def cache_key(cells: list[str], names: list[str], context: str) -> str:
-    return hashlib.sha256(json.dumps([cells, names, context]).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([GRADER_VERSION, cells, names, context]).encode()
+                          ).hexdigest()
 
 
 class VerdictCache:
@@ -79,7 +84,10 @@ class VerdictCache:
         path = self.path(key)
         if not path.exists():
             return None
-        return SubmissionVerdict.from_json(json.loads(path.read_text()))
+        try:
+            return SubmissionVerdict.from_json(json.loads(path.read_text()))
+        except (ValueError, TypeError, KeyError):
+            return None
 
     def put(self, key: str, verdict: SubmissionVerdict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -122,6 +130,13 @@ class SandboxedVerdicts(NbGraderPreprocessor):
             result = verdict.exercises.get(name) if name else None
             if result is not None and result.passed:
                 cell.outputs = [new_output("stream", name="stdout", text=result.message + "\n")]
+            elif result is not None and 0 < result.score < 1:
+                # nbgrader's partial credit: a test cell whose result is a number scores it.
+                points = float(cell.metadata.nbgrader.get("points", 0))
+                cell.outputs = [
+                    new_output("stream", name="stdout", text=result.message + "\n"),
+                    new_output("execute_result", data={"text/plain": f"{points * result.score:g}"},
+                               execution_count=None)]
             else:
                 message = result.message if result else "this test cell is not recognised"
                 cell.outputs = [new_output("error", ename="CheckFailed", evalue=message,
@@ -133,7 +148,7 @@ class SandboxedVerdicts(NbGraderPreprocessor):
         if report_file.exists():
             reports = json.loads(report_file.read_text())
         reports[notebook] = verdict.to_json()
-        report_file.write_text(json.dumps(reports, indent=1))
+        report_file.write_text(json.dumps(reports, indent=1))  # ASCII: escapes everything
         return nb, resources
 
 
