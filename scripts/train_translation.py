@@ -101,11 +101,16 @@ def main() -> int:
     parser.add_argument("--train-size", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--lr-factor", type=float, default=1.5)
+    parser.add_argument("--lr-factor", type=float, default=0.5,
+                        help="peak learning rate factor; 1.5 with shared embeddings learns "
+                             "far slower")
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--encoder-layers", type=int, default=2)
     parser.add_argument("--decoder-layers", type=int, default=2)
     parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--embeddings", choices=("shared", "untied"), default="shared",
+                        help="shared: one matrix for source, target and output (paper 3.4); "
+                             "untied: three separate matrices")
     parser.add_argument("--per-combo", type=int, default=25,
                         help="held-out values per direction and kind (12 x 4 combinations)")
     parser.add_argument("--eval-every", type=int, default=150,
@@ -132,7 +137,8 @@ def main() -> int:
         src_vocab_size=tok.vocab_size, tgt_vocab_size=tok.vocab_size, d_model=args.d_model,
         num_heads=4, num_encoder_layers=args.encoder_layers,
         num_decoder_layers=args.decoder_layers, d_ff=2 * args.d_model, dropout=args.dropout,
-        max_len=128, tie_embeddings=True, share_embeddings=True,
+        max_len=128, tie_embeddings=args.embeddings == "shared",
+        share_embeddings=args.embeddings == "shared",
     )
     torch.manual_seed(args.seed)
     model = Transformer(**model_config)
