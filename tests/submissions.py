@@ -506,8 +506,7 @@ def padding_mask(tokens, pad_id=0):
 '''),
     ("loop over rows", '''
 def padding_mask(tokens, pad_id=0):
-    rows = [torch.tensor([int(t) != pad_id for t in row], dtype=torch.bool)
-            for row in tokens]
+    rows = [row != pad_id for row in tokens]
     return torch.stack(rows)[:, None, None, :] if rows else (tokens != pad_id)[:, None, None]
 '''),
     ("lambda", '''
@@ -525,7 +524,7 @@ def padding_mask(tokens, pad_id=0):
 '''),
     ("isin against the pad id", '''
 def padding_mask(tokens, pad_id=0):
-    return ~torch.isin(tokens, torch.tensor([pad_id]))[:, None, None, :]
+    return ~torch.isin(tokens, torch.tensor([pad_id], device=tokens.device))[:, None, None, :]
 '''),
     ("prints to stderr", '''
 import sys
@@ -539,11 +538,10 @@ def padding_mask(tokens, pad_id=0):
         raise ValueError("tokens must be (batch, length)")
     return tokens.ne(pad_id)[:, None, None, :]
 '''),
-    ("numpy round trip", '''
-import numpy as np
+    ("masked_fill of a full mask", '''
 def padding_mask(tokens, pad_id=0):
-    a = tokens.numpy() != pad_id
-    return torch.from_numpy(np.ascontiguousarray(a[:, None, None, :]))
+    full = torch.ones_like(tokens, dtype=torch.bool)
+    return full.masked_fill(tokens == pad_id, False)[:, None, None, :]
 '''),
     ("bitwise xor trick", '''
 def padding_mask(tokens, pad_id=0):

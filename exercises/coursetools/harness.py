@@ -289,10 +289,12 @@ def run_exercises(namespace: dict, workdir: str, package: str = "_grader_checks"
             try:
                 if obj is None:
                     raise NameError(name.split(".")[0])
-                namespace = core.namespace_of(obj)
-                with core.isolated(checker.uses, namespace):
+                # The namespace the object was defined in (None for a callable instance: then
+                # the notebook's own).
+                home = core.namespace_of(obj) or namespace
+                with core.isolated(checker.uses, home):
                     if hasattr(core, "trusted_files"):  # calls made by provided code are fine
-                        trusted = core.trusted_files(namespace, manifest.get("provided", []))
+                        trusted = core.trusted_files(home, manifest.get("provided", []))
                         got = core.run_case(checker, obj, case, trusted)
                     else:
                         got = core.run_case(checker, obj, case)
