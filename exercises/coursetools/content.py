@@ -654,4 +654,306 @@ losses = [lm_loss(count_up, idx).item(), lm_loss(uniform, idx).item(), math.log(
                "`F.cross_entropy` wants (N, V) logits and (N,) targets: flatten both, and "
                "convert the logits to float32."),
     ),
+    "forward_flops": Teaching(
+        why="What a run costs, and how much of the machine it uses (MFU), both start from the "
+            "FLOPs of a step. Almost all of them are matrix products, and an (M × K) by (K × N) "
+            "product costs 2MKN, so the count follows from the configuration and the padded "
+            "batch shape alone, before anything runs. Backward costs two forwards, so a "
+            "training step is three.",
+        section="counting-flops",
+        shapes="`shape`: a `ModelShape` (width D = `d_model`, F = `d_ff`, vocabulary V = "
+               "`tgt_vocab_size`, the numbers of layers); `batch` B, `src_len` S, `tgt_len` T: "
+               "padded sizes. Returns a Python int.",
+        example="""
+base = ModelShape(tgt_vocab_size=37000)  # the paper's base: D=512, F=2048, 6 + 6 layers
+one = forward_flops(base, batch=1, src_len=25, tgt_len=25)
+two = forward_flops(base, batch=2, src_len=25, tgt_len=25)
+longer = forward_flops(base, batch=1, src_len=100, tgt_len=100)
+# exactly linear in B; 4 times the lengths costs more than 4 times: attention is quadratic
+f"{one:,}", two == 2 * one, round(longer / one, 2)
+""",
+        hints=("Count per token first. An encoder layer does, for each source token, four "
+               "D × D projections and the feed-forward's D → F → D; a decoder layer does, for "
+               "each target token, six projections (self-attention's four, cross-attention's "
+               "query and output) and its feed-forward.",
+               "Cross-attention's keys and values project the S source tokens, not the T "
+               "target ones. Scores and weighted sum cost 2·D per (query, key) pair each, "
+               "summed over the heads, and the causal mask saves nothing: all T × T scores "
+               "are computed.",
+               "Add the output layer (D × V per target token), multiply by B and the numbers "
+               "of layers, and stay in integers."),
+    ),
+    "accumulated_gradients_step": Teaching(
+        why="When the batch a schedule was tuned for does not fit in memory, split it into "
+            "micro-batches: each runs forward and backward, the gradients add up in `.grad`, "
+            "and the optimiser steps once. The step equals the big batch's only if each "
+            "micro-batch's mean loss counts for its share of the batch's real tokens; "
+            "averaging the micro-batch means would overweight those with little text.",
+        section="memory",
+        shapes="`batch.src`: (B, S); `batch.tgt_in`, `batch.tgt_out`: (B, T); "
+               "`micro_batches` M ≤ B: `split_batch` gives M batches of about B/M rows with "
+               "the same padded lengths. The model gives logits (B/M, T, V). Returns the "
+               "whole batch's loss (mean over its real tokens) as a float.",
+        example="""
+from solutions.model import Transformer
+from solutions.training import train_step
+models = []
+for _ in range(2):
+    torch.manual_seed(1)  # two identical models
+    models.append(Transformer(12, 12, d_model=16, num_heads=2, num_encoder_layers=1,
+                              num_decoder_layers=1, d_ff=32, dropout=0.0).double())
+src = torch.randint(3, 12, (4, 5))
+tgt = torch.tensor([[1, 5, 6, 7, 8, 2], [1, 9, 2, PAD, PAD, PAD],
+                    [1, 4, 2, PAD, PAD, PAD], [1, 3, 2, PAD, PAD, PAD]])
+batch = Batch(src, tgt[:, :-1], tgt[:, 1:], num_tokens=11)  # micro-batches: 7 and 4 tokens
+sgd = [torch.optim.SGD(m.parameters(), lr=0.1) for m in models]
+whole = train_step(models[0], batch, sgd[0])
+pieces = accumulated_gradients_step(models[1], batch, sgd[1], micro_batches=2)
+same = all(torch.allclose(p, q) for p, q in zip(models[0].parameters(), models[1].parameters()))
+round(whole, 8), round(pieces, 8), same
+""",
+        hints=("Zero the gradients once, before the loop: `backward` adds into `.grad`, so "
+               "the micro-batches' gradients sum up by themselves.",
+               "The batch's loss is the sum over its N real tokens divided by N. A "
+               "micro-batch's mean is its own sum divided by its own n, so weight it by "
+               "n / N before `backward` (real tokens are those of `tgt_out` that are not "
+               "`PAD`).",
+               "After the loop, as in `train_step`: clip, one `optimizer.step()`, then the "
+               "scheduler. The weighted micro-batch losses add up to the batch's loss."),
+    ),
+    "average_gradients": Teaching(
+        why="Data parallelism gives every process a copy of the model and a slice of the "
+            "batch, so after backward each holds only its own slice's gradient. Replacing "
+            "each gradient by its mean over the processes (an all-reduce) gives every copy "
+            "the whole batch's gradient, so all copies take the same step and stay "
+            "identical. DDP does exactly this, overlapped with backward; here it is by hand.",
+        section="many-gpus-ddp-and-fsdp-with-torchrun",
+        shapes="`model`: the same `nn.Module` on every process; each `.grad`, when not None, "
+               "has its parameter's shape. Returns None: the gradients are replaced in place, "
+               "with the same values on every rank.",
+        example="""
+# no process group here: 3 "processes" simulated one after another
+layer = torch.nn.Linear(3, 1, bias=False)
+x, y = torch.randn(6, 3), torch.randn(6, 1)
+def gradient(rows):  # what one process computes: mean loss on its rows, backward
+    layer.zero_grad()
+    (layer(x[rows]) - y[rows]).pow(2).mean().backward()
+    return layer.weight.grad.clone()
+local = [gradient(slice(2 * r, 2 * r + 2)) for r in range(3)]  # 2 rows per rank
+mean = torch.stack(local).sum(dim=0) / 3  # all_reduce's SUM, then divide by world size
+# every rank ends with the gradient of the whole batch of 6 rows
+torch.allclose(mean, gradient(slice(0, 6)))
+""",
+        hints=("Every process must make the same collective calls in the same order, or they "
+               "wait for each other forever: go through `model.parameters()` in order on "
+               "every rank.",
+               "`dist.all_reduce` replaces a tensor, in place on every rank, by its sum over "
+               "the ranks (gloo has no average); divide by `dist.get_world_size()` after it.",
+               "A parameter whose `.grad` is None has nothing to send: skip it. Since the "
+               "model is the same everywhere, every rank skips the same ones."),
+    ),
+    "rms_norm": Teaching(
+        why="Llama, Qwen and OLMo normalise with RMSNorm instead of LayerNorm: divide each "
+            "vector by its root mean square and scale by a learned gain, with no mean "
+            "subtraction and no bias. One reduction instead of two, for the same quality. In "
+            "float16, squares of activations above 256 overflow to `inf` and silently turn "
+            "the vector into zeros, so the arithmetic must run in float32.",
+        section="rmsnorm",
+        shapes="`x`: (..., D), any float dtype; `weight` g: (D,). Returns (..., D) in `x`'s "
+               "dtype; before the gain, each vector's root mean square is 1.",
+        example="""
+x = torch.tensor([[3.0, 4.0], [300.0, 400.0]]).half()  # 400² = 160,000 > float16's max
+out = rms_norm(x, torch.ones(2, dtype=torch.half))
+# both rows keep their direction and get root mean square 1: no overflow, no zeros
+out, out.dtype
+""",
+        hints=("Convert `x` and the weight to float32 first, and the result back to "
+               "`x.dtype` at the end.",
+               "The mean of the squares runs over the last axis only; keep that axis "
+               "(`keepdim=True`) so that the division broadcasts over D. `eps` goes inside "
+               "the square root (`torch.rsqrt` is 1/√).",
+               "Multiply by the gain last."),
+    ),
+    "swiglu": Teaching(
+        why="The paper's feed-forward is W2 ReLU(W1 x). SwiGLU adds a second projection "
+            "W3 x that multiplies the activation elementwise, a gate the network learns, and "
+            "uses the smooth SiLU z·σ(z) instead of ReLU; Shazeer (2020) found it the best "
+            "of the gated variants. With three matrices instead of two, d_ff = 8/3·D keeps "
+            "the parameter count of a ReLU network with 4·D.",
+        section="swiglu-feed-forward",
+        shapes="`x`: (..., D); `w1`, `w3`: (F, D); `w2`: (D, F), each stored (d_out, d_in) "
+               "as in `nn.Linear`. Returns (..., D).",
+        example="""
+lin1, lin3 = nn.Linear(4, 6, bias=False), nn.Linear(4, 6, bias=False)  # D=4, F=6
+lin2 = nn.Linear(6, 4, bias=False)
+x = torch.randn(2, 3, 4)
+out = swiglu(x, lin1.weight, lin2.weight, lin3.weight)
+same = torch.allclose(out, lin2(F.silu(lin1(x)) * lin3(x)), atol=1e-6)
+closed = swiglu(x, lin1.weight, lin2.weight, torch.zeros(6, 4))
+# a gate of zeros closes every hidden unit, whatever SiLU(W1 x) says
+out.shape, same, torch.equal(closed, torch.zeros(2, 3, 4))
+""",
+        hints=("Two branches of width F, the gate SiLU(W1 x) and the linear W3 x, multiplied "
+               "elementwise, then W2 brings the product back to width D.",
+               "A weight stored (d_out, d_in) maps a row vector by the product with its "
+               "transpose; `@` handles any leading axes, so no reshaping is needed.",
+               "`silu` is provided."),
+    ),
+    "rope_angles": Teaching(
+        why="RoPE turns pair i of a query or key at position p by the angle p·θ_i, with "
+            "θ_i = θ^(−2i/d): the first pairs turn fast, the last very slowly, the same "
+            "frequencies as chapter 3's sinusoidal table. Computing them in float32 matters: "
+            "bfloat16 cannot even represent positions above 256 exactly.",
+        section="rotary-position-embeddings",
+        shapes="`positions`: integers of any shape (...); `head_dim` d: even. Returns float32 "
+               "(..., d/2): entry i is position · θ^(−2i/d).",
+        example="""
+angles = rope_angles(torch.arange(4), head_dim=8)
+# pair 0 turns by 1 radian per position, pair 3 by 0.001; row p is p times row 1
+angles.shape, [round(a, 4) for a in angles[1].tolist()], torch.allclose(angles[3], 3 * angles[1])
+""",
+        hints=("First the d/2 frequencies θ^(−2i/d), one per pair: the exponents use the even "
+               "numbers 0, 2, …, d − 2.",
+               "Then an outer product with the positions: give the (float) positions a last "
+               "axis of size 1 so that they broadcast against the (d/2,) frequencies, for "
+               "positions of any shape.",
+               "Build the frequencies in float32, on the positions' device."),
+    ),
+    "apply_rope": Teaching(
+        why="Instead of adding a position vector to the embeddings, RoPE rotates each query "
+            "and key: pair i of the vector at position m turns by m·θ_i. Rotations compose, "
+            "so the score of a query at m and a key at n depends on the positions only "
+            "through m − n: what the model learns about \"three tokens back\" holds at every "
+            "position. Rotations keep lengths, so nothing else changes.",
+        section="rotary-position-embeddings",
+        shapes="`x`: (..., T, d), e.g. (B, H, T, Dh); `positions`: broadcastable to "
+               "`x.shape[:-1]`, e.g. (T,) or (B, 1, T). Returns `x`'s shape and dtype.",
+        example="""
+q, k = torch.randn(1, 8), torch.randn(1, 8)
+def score(m, n):  # q at position m, k at position n
+    return (apply_rope(q, torch.tensor([m])) @ apply_rope(k, torch.tensor([n])).T).item()
+# the same offset m - n = 3 at three places gives the same score; offset 2 another
+[round(score(m, m - 3), 3) for m in (3, 10, 100)], round(score(3, 1), 3)
+""",
+        hints=("View the last axis as d/2 pairs (`unflatten` it to (d/2, 2)): the even and "
+               "the odd member of every pair become two tensors shaped like the angles.",
+               "`rope_angles(positions, d)` is (..., T, d/2) and broadcasts against them; "
+               "write the two formulas with its cos and sin.",
+               "Interleave the two results back (stack on a new last axis, then flatten the "
+               "last two). Compute in float32 and return `x.dtype`."),
+    ),
+    "grouped_query_attention": Teaching(
+        why="While generating, every layer keeps the keys and values of every past token, and "
+            "for large models that cache, not the weights, limits how many sequences fit in "
+            "memory. Grouped-query attention keeps only G key/value heads, each shared by "
+            "H/G query heads, which shrinks the cache H/G times; G = H is multi-head "
+            "attention, G = 1 multi-query attention.",
+        section="grouped-query-attention",
+        shapes="`q`: (B, H, T, Dh); `k`, `v`: (B, G, S, Dh), G dividing H and S ≥ T. Returns "
+               "(B, H, T, Dh). Query t is position S − T + t and sees keys 0 … S − T + t.",
+        example="""
+q = torch.randn(1, 4, 2, 8)  # H=4 query heads, T=2 new positions
+k, v = torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)  # G=2 key/value heads, S=5
+out = grouped_query_attention(q, k, v)
+allowed = torch.ones(2, 5, dtype=torch.bool).tril(diagonal=5 - 2)
+oracle = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, enable_gqa=True)
+# the 2 queries are the last 2 of 5 positions: each sees the cache and itself
+out.shape, torch.allclose(out, oracle, atol=1e-6), allowed.int()
+""",
+        hints=("Query head h uses key/value head h // (H/G): repeat each key/value head H/G "
+               "times in a row along the head axis so they line up with the query heads "
+               "(`repeat_interleave`; `repeat` would cycle through the groups instead).",
+               "Scores and weighted sum as in chapter 1, scaled by √Dh. The mask is (T, S): "
+               "a lower triangle shifted right by S − T (`tril` takes a diagonal offset).",
+               "Blocked scores become `-inf` before the softmax."),
+    ),
+    "merge_pair": Teaching(
+        why="Byte-level BPE learns its vocabulary by repeatedly merging the most frequent "
+            "adjacent pair of tokens into a new token, and encodes text by replaying the "
+            "learned merges in order; each merge is this function. Scanning left to right "
+            "without overlaps makes the result well defined: in [a, a, a] the pair (a, a) is "
+            "merged once, at the start.",
+        section="a-byte-level-bpe-tokenizer",
+        shapes="`ids`: a list of n ints; `pair`: two ids; `new_id`: an int. Returns a new list "
+               "of at most n ints.",
+        example="""
+ids = list("banana".encode())  # the bytes of b, a, n, a, n, a
+an = merge_pair(ids, (97, 110), 256)  # "a" then "n" becomes token 256
+ids, an, merge_pair(an, (256, 256), 257), merge_pair([1, 1, 1], (1, 1), 9)
+""",
+        hints=("Walk through the list with an index you advance yourself: a `for` loop "
+               "cannot skip the second member of a merged pair.",
+               "At each index: if this id and the next form `pair`, emit `new_id` and move "
+               "two ahead; otherwise copy the id and move one ahead. The last id has no next "
+               "one."),
+    ),
+    "cross_entropy": Teaching(
+        why="Every language model trains on this loss: minus the log-probability the model "
+            "gives the right next token, averaged. Written as the log of a softmax it breaks "
+            "for large logits: exp(1000) is `inf` in float32, and inf/inf is NaN. Since "
+            "log Σ exp(z) = max + log Σ exp(z − max), subtracting each row's maximum keeps "
+            "every exponent at most 0 and changes nothing.",
+        section="training-written-out",
+        shapes="`logits`: (..., V); `targets`: (...) integer ids in [0, V). Returns a float32 "
+               "scalar, the mean over all positions.",
+        example="""
+logits = torch.tensor([[1000.0, 0.0, -1000.0], [0.0, 0.0, 0.0]])
+targets = torch.tensor([0, 2])
+p = torch.exp(logits) / torch.exp(logits).sum(dim=-1, keepdim=True)
+naive = -torch.log(p[[0, 1], targets])
+# sure and right costs 0, a uniform guess ln 3 = 1.0986; the naive formula gives NaN
+cross_entropy(logits, targets), naive
+""",
+        hints=("log softmax(z)_y = z_y − log Σ_j exp(z_j): compute the log of the normaliser "
+               "once per position, then subtract it from the target's logit.",
+               "Subtract each row's maximum (`amax` with `keepdim=True`) before `exp`, and "
+               "add it back after the `log`.",
+               "`gather` along the last axis picks each position's target logit; work in "
+               "float32 and return the mean."),
+    ),
+    "adamw_step": Teaching(
+        why="Adam divides each parameter's step by a running estimate of its gradient's size, "
+            "so every parameter moves by about the learning rate. Weight decay added to the "
+            "gradient (L2) would be divided too, weakening it where gradients are large; "
+            "AdamW shrinks the weights directly, θ ← θ − ηλθ, decoupled from the gradient. "
+            "Bias correction undoes the moments' start at zero, which skews the first steps.",
+        section="training-written-out",
+        shapes="`param`, `grad`, `exp_avg` m, `exp_avg_sq` v: tensors of one shape; `step` "
+               "t ≥ 1; the rest floats. Returns None: `param`, m and v change in place.",
+        example="""
+param = torch.ones(3)
+grad = torch.tensor([1e-3, 1.0, -100.0])  # gradients of very different sizes
+adamw_step(param, grad, torch.zeros(3), torch.zeros(3), step=1, lr=0.1, weight_decay=0.0)
+decayed = torch.tensor([2.0])  # a zero gradient: only the decay acts, 2 · (1 - lr·λ)
+adamw_step(decayed, torch.zeros(1), torch.zeros(1), torch.zeros(1), step=1, lr=0.1,
+           weight_decay=0.1)
+# the first step moves each weight by lr against its gradient, whatever the gradient's size
+param.round(decimals=4), decayed.round(decimals=4)
+""",
+        hints=("Three stages in order: decay the weights (a factor 1 − lr·λ), update the two "
+               "moments from `grad`, then take the step.",
+               "m ← β1 m + (1 − β1) g and v ← β2 v + (1 − β2) g², in place (`mul_`, "
+               "`add_`, `addcmul_`, `lerp_`): the caller keeps these tensors between steps.",
+               "Divide m by 1 − β1^t and v by 1 − β2^t; `eps` is added after the square "
+               "root of the corrected v."),
+    ),
+    "cosine_schedule": Teaching(
+        why="Modern runs warm the learning rate up linearly from 0, because large steps from "
+            "a random start with Adam's still noisy moment estimates can diverge, then decay "
+            "it along half a cosine to a floor. The rate falls slowly at first, fastest in "
+            "the middle, gently into the minimum, and then stays there.",
+        section="training-written-out",
+        shapes="`it`: the iteration, from 0; `max_lr`, `min_lr`: floats; `warmup_iters` ≤ "
+               "`cosine_iters`: ints. Returns a Python float.",
+        example="""
+its = [0, 50, 100, 550, 1000, 1500]
+# up to 3e-3 at 100, halfway down at 550, the minimum from 1000 on
+[f"{cosine_schedule(it, 3e-3, 3e-4, 100, 1000):.2e}" for it in its]
+""",
+        hints=("Three regimes of `it`: before `warmup_iters`, up to `cosine_iters`, after.",
+               "Warm-up is a straight line from 0 at it = 0 to `max_lr` at `warmup_iters`. "
+               "For the decay, let p run from 0 to 1 between the two: (1 + cos πp)/2 then "
+               "falls from 1 to 0; scale it into [min_lr, max_lr].",
+               "Do not divide by zero when `cosine_iters` equals `warmup_iters`."),
+    ),
 }
