@@ -107,7 +107,8 @@ def train_bpe(
     num_merges = vocab_size - 256 - len(special_tokens)
     if num_merges < 0:
         raise ValueError(
-            f"vocab_size {vocab_size} < 256 bytes + {len(special_tokens)} specials"
+            f"vocab_size {vocab_size} < 256 bytes + "
+            f"{len(special_tokens)} specials"
         )
     vocab = {i: bytes([i]) for i in range(256)}
     counts = pretokenize(text, special_tokens)

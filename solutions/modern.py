@@ -304,7 +304,8 @@ class CausalSelfAttention(nn.Module):
         if d_model % n_heads or n_heads % n_kv_heads:
             raise ValueError(
                 f"need n_heads | d_model and n_kv_heads | n_heads, got "
-                f"d_model={d_model}, n_heads={n_heads}, n_kv_heads={n_kv_heads}"
+                f"d_model={d_model}, n_heads={n_heads}, "
+                f"n_kv_heads={n_kv_heads}"
             )
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.head_dim = d_model // n_heads
@@ -450,7 +451,8 @@ class ModernLM(nn.Module):
         super().__init__()
         if config.positions not in ("rope", "sinusoidal"):
             raise ValueError(
-                f"positions must be 'rope' or 'sinusoidal', got {config.positions!r}"
+                "positions must be 'rope' or 'sinusoidal', "
+                f"got {config.positions!r}"
             )
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
@@ -495,7 +497,8 @@ class ModernLM(nn.Module):
         if self.config.positions == "sinusoidal":
             if start + t > self.config.max_len:
                 raise ValueError(
-                    f"position {start + t - 1} >= max_len={self.config.max_len}"
+                    f"position {start + t - 1} >= "
+                    f"max_len={self.config.max_len}"
                 )
             x = x + self.pe[start : start + t]
         for i, block in enumerate(self.blocks):

@@ -385,7 +385,11 @@ def test_course_edition_shows_no_solution_body(book, course_edition):
     self_study = _page_texts(book)
     shown = [name for name, body in bodies.items() if body in self_study]
     assert len(shown) >= len(bodies) // 2, f"the self-study edition shows only {shown}"
+
+
+# --------------------------------------------------------------------------------------------
 # Layout: every page at a 1280 px desktop and a 390 px phone, light and dark
+
 # Measured in the page: listings and display equations wider than their column, TeX left in
 # typeset math (MathJax keeps each formula's source in mjx-assistive-mml: a backslash there was
 # typeset as a character), the page wider than the viewport, and the figures' displayed scale.
@@ -441,8 +445,11 @@ async () => {
   return out;
 }
 """
+
 MIN_TEXT_PX = 10
 _NAMED_SIZES = {"xx-small": 0.579, "x-small": 0.694, "small": 0.833}
+
+
 def _png_dpi(path: Path) -> float:
     """Pixels per inch from a PNG's pHYs chunk (matplotlib writes its savefig dpi there)."""
     data = path.read_bytes()
@@ -450,6 +457,8 @@ def _png_dpi(path: Path) -> float:
     assert at > 0, f"{path.name}: no pHYs chunk, cannot tell its dpi"
     per_metre = int.from_bytes(data[at + 4 : at + 8], "big")
     return per_metre * 0.0254
+
+
 def _smallest_plot_font_pt(page_name: str) -> float:
     """The smallest font a page's matplotlib figures use: book/matplotlibrc's font.size, or a
     smaller `fontsize=`/`labelsize=`/`size=` (number or xx-small..small) in the page's code."""
@@ -461,6 +470,8 @@ def _smallest_plot_font_pt(page_name: str) -> float:
         value = m.group(1).strip("'\"")
         sizes.append(float(value) if value[0].isdigit() else base * _NAMED_SIZES.get(value, 1))
     return min(sizes)
+
+
 def layout_defects(page, page_name: str, width: int) -> dict[str, list[str]]:
     """The layout defects of a page open at `width` px, by kind."""
     found = page.evaluate(_LAYOUT_JS)
@@ -483,6 +494,8 @@ def layout_defects(page, page_name: str, width: int) -> dict[str, list[str]]:
             if px < MIN_TEXT_PX:
                 defects["small text"].append(f"plot {src}: {smallest_pt:g} pt at {px:.1f} px")
     return {k: v for k, v in defects.items() if v}
+
+
 @pytest.mark.parametrize("width", [1280, 390])
 @pytest.mark.parametrize("page_name", TOC_PAGES)
 def test_layout(page_name, width, base_url, browser):
@@ -505,8 +518,12 @@ def test_layout(page_name, width, base_url, browser):
     assert not defects, f"{page_name} at {width} px:\n" + "\n".join(
         f"  {kind}: {item}" for kind, items in defects.items() for item in items
     )
+
+
 # --------------------------------------------------------------------------------------------
 # Chapter 7: the date model, run in the page by onnxruntime-web
+
+
 def _pytorch_dates(n: int) -> tuple[list[str], list[str]]:
     """n held-out dates (never in training, in any format) and PyTorch's greedy outputs."""
     import torch
@@ -514,11 +531,14 @@ def _pytorch_dates(n: int) -> tuple[list[str], list[str]]:
     from solutions.data import date_task, date_tokenizers, pad_sequences
     from solutions.decoding import greedy_decode
     from solutions.training import load_model
+
     model = load_model(ROOT / "book" / "data" / "date_model.pt").float().eval()
     src_tok, tgt_tok = date_tokenizers()
     texts = [t for t, _ in date_task(n, seed=11, split="test")]
     src = pad_sequences([torch.tensor(src_tok.encode(t)) for t in texts])
     return texts, [tgt_tok.decode(o) for o in greedy_decode(model, src, max_len=12)]
+
+
 def test_date_model_in_the_page(base_url, context):
     """Typing 200 held-out dates into chapter 7's box gives PyTorch's outputs, every one."""
     texts, expected = _pytorch_dates(200)
@@ -545,6 +565,8 @@ def test_date_model_in_the_page(base_url, context):
     rows = page.locator("#date-demo-map svg text[text-anchor='end']").count()
     assert rows == len(got[-1]) + 1
     assert not watcher.problems(), watcher.problems()
+
+
 def test_date_demo_without_javascript(base_url, browser):
     """With JavaScript off, chapter 7 still reads: the box is hidden, a note says what it is."""
     ctx = browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900})

@@ -55,8 +55,17 @@ def _exercises_by_target() -> dict[str, tuple[str, Exercise]]:
 EXERCISES = _exercises_by_target()
 
 
+#: Modules that write the same code again in another framework (the appendix's Keras twin):
+#: their functions and classes show the solution of the exercise of the same name.
+TWINS = ("solutions.keras_twin",)
+
+
 def exercises_in(module: str, pyobject: str) -> list[tuple[str, Exercise]]:
     """The exercises whose solution a listing of ``module:pyobject`` shows."""
+    if module in TWINS:
+        return [value for key, value in EXERCISES.items()
+                if key.partition(":")[2] == pyobject
+                or key.partition(":")[2].startswith(pyobject + ".")]
     target = f"{module}:{pyobject}"
     return [value for key, value in EXERCISES.items()
             if key == target or key.startswith(target + ".")]
@@ -106,13 +115,15 @@ class ExerciseAwareLiteralInclude(LiteralInclude):
             return super().run()
         module = "solutions." + Path(filename).stem
         found = exercises_in(module, pyobject)
-        if not found:
-            return super().run()
+        if not found or (module in TWINS and edition() != "course"):
+            return super().run()  # the self-study edition shows a twin as it is
         if edition() == "course":
             listing = super().run()
             literal = next(node for node in listing[0].traverse(nodes.literal_block)) \
                 if not isinstance(listing[0], nodes.literal_block) else listing[0]
             names = {ex.method or ex.name for _, ex in found}
+            if module in TWINS and "forward" in names:
+                names.add("call")  # a Keras layer's forward
             code = strip_bodies(literal.astext(), names)
             stub = nodes.literal_block(code, code, language="python")
             return [_prompt(found, folded=False), stub]
