@@ -54,6 +54,11 @@ def lab(tmp_path_factory):
             cell["source"] = ('def softmax(x, dim=-1):\n    """naive"""\n'
                               "    e = torch.exp(x)\n    return e / e.sum(dim=dim, keepdim=True)\n")
     (work / ASSIGNMENT / WRONG).write_text(json.dumps(nb))
+    # Render every cell (JupyterLab 4 otherwise leaves cells far off screen out of the page).
+    settings = (work / ".jupyter" / "lab" / "user-settings" / "@jupyterlab"
+                / "notebook-extension" / "tracker.jupyterlab-settings")
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps({"windowingMode": "none"}))
     port, token = _free_port(), "course-test-token"
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(work / ".jupyter"),
            "JUPYTER_RUNTIME_DIR": str(work / ".runtime"), "HOME": str(work)}
@@ -109,11 +114,14 @@ def _validate_wrong_in_browser(url: str, token: str) -> str:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{url}/lab/tree/{WRONG}?token={token}")
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator, .jp-KernelStatus",
+                               timeout=60_000)
         page.get_by_role("button", name="Validate").click()
-        dialog = page.wait_for_selector(".jp-Dialog >> text=CheckFailed", timeout=180_000)
-        dialog = page.wait_for_selector(".jp-Dialog", timeout=10_000)
-        text = dialog.inner_text()
-        page.screenshot(path=str(SHOTS / "lab-validate-wrong.png"))
+        try:
+            page.wait_for_selector(".jp-Dialog >> text=/CheckFailed/", timeout=180_000)
+        finally:
+            page.screenshot(path=str(SHOTS / "lab-validate-wrong.png"))
+        text = page.locator(".jp-Dialog").last.inner_text()
         browser.close()
     return text
 

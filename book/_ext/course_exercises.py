@@ -63,6 +63,8 @@ TWINS = ("solutions.keras_twin",)
 def exercises_in(module: str, pyobject: str) -> list[tuple[str, Exercise]]:
     """The exercises whose solution a listing of ``module:pyobject`` shows."""
     if module in TWINS:
+        if pyobject.endswith(".call"):  # a Keras layer's forward
+            pyobject = pyobject[: -len("call")] + "forward"
         return [value for key, value in EXERCISES.items()
                 if key.partition(":")[2] == pyobject
                 or key.partition(":")[2].startswith(pyobject + ".")]
