@@ -107,7 +107,7 @@ def code_cells(replace: dict[str, str] | None = None,
     return cells + after.get("", [])
 
 
-def expected(**scores: int) -> dict[str, int]:
+def expected(**scores: float) -> dict[str, float]:
     """Full marks except where told: ``expected(softmax=0)``."""
     return {**FULL, **scores}
 

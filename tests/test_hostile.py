@@ -460,8 +460,10 @@ def _relabel(file, *args, **arrays):
     return _savez(file, *args, **arrays)
 np.savez = _relabel
 ''']}),
+        # Its honest part: float64 in, float64 out (1 of softmax's 4 requirements, 0.5 of its
+        # 2 points). The forged header, if believed, would win it the other three.
         attack("float64 softmax with a forged float32 npy header",
-               S.expected(softmax=0), {S.SM: S.CORRECT[S.SM].replace(
+               S.expected(softmax=0.5), {S.SM: S.CORRECT[S.SM].replace(
                    "def softmax(x: Tensor, dim: int = -1) -> Tensor:",
                    "def softmax(x: Tensor, dim: int = -1) -> Tensor:\n    x = x.double()")},
                {END: ['''

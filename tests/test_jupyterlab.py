@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -112,18 +113,39 @@ def _validate_wrong_in_browser(url: str, token: str) -> str:
     with sync_playwright() as p:
         browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"{url}/lab/tree/{WRONG}?token={token}")
+        # A workspace of its own: JupyterLab would otherwise reopen the other test's notebook too,
+        # and its (hidden) Validate button would validate that notebook instead.
+        page.goto(f"{url}/lab/workspaces/wrong/tree/{WRONG}?token={token}&reset")
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator, .jp-KernelStatus",
-                               timeout=60_000)
-        page.get_by_role("button", name="Validate").click()
-        try:
-            page.wait_for_selector(".jp-Dialog >> text=/CheckFailed/", timeout=180_000)
-        finally:
-            page.screenshot(path=str(SHOTS / "lab-validate-wrong.png"))
-        text = page.locator(".jp-Dialog").last.inner_text()
+        # Press Validate only once the kernel is idle and the notebook's context is ready (on a
+        # busy machine an early click can land before nbgrader's button is wired up).
+        page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]',
+                               timeout=120_000)
+        text = _press_validate(page, "lab-validate-wrong.png")
         browser.close()
     return text
+
+
+def _press_validate(page, shot: str) -> str:
+    """Press nbgrader's Validate button and return the text of the dialog it opens once the
+    server has run the notebook. If a click starts nothing (the button never says "Saving..." or
+    "Validating..."), it is pressed again, up to three times."""
+    dialog = page.locator(".jp-Dialog")
+    busy = page.get_by_text(re.compile(r"^(Saving|Validating)\.\.\.$"))
+    try:
+        for _ in range(3):
+            page.locator(".jp-NotebookPanel:visible").get_by_role(
+                "button", name="Validate", exact=True).click()
+            started = time.monotonic()
+            while time.monotonic() - started < 300:
+                if dialog.count():
+                    return dialog.last.inner_text()
+                if not busy.count() and time.monotonic() - started > 30:
+                    break  # nothing is happening: press again
+                page.wait_for_timeout(500)
+        raise AssertionError("Validate opened no dialog")
+    finally:
+        page.screenshot(path=str(SHOTS / shot))
 
 
 def _validate_in_browser(url: str, token: str) -> str:
@@ -133,7 +155,7 @@ def _validate_in_browser(url: str, token: str) -> str:
     with sync_playwright() as p:
         browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"{url}/lab/tree/{ASSIGNMENT}.ipynb?token={token}")
+        page.goto(f"{url}/lab/workspaces/answered/tree/{ASSIGNMENT}.ipynb?token={token}&reset")
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator, .jp-KernelStatus",
                                timeout=60_000)
@@ -152,11 +174,6 @@ def _validate_in_browser(url: str, token: str) -> str:
             assert f"{name}: all" in outputs
         assert "Traceback" not in outputs
         # nbgrader's Validate button in the notebook toolbar.
-        page.get_by_role("button", name="Validate").click()
-        dialog = page.wait_for_selector(".jp-Dialog", timeout=120_000)
-        page.wait_for_selector(".jp-Dialog >> text=/passes all the tests|Success/",
-                               timeout=120_000)
-        text = dialog.inner_text()
-        page.screenshot(path=str(SHOTS / "lab-validate.png"))
+        text = _press_validate(page, "lab-validate.png")
         browser.close()
     return text
