@@ -231,8 +231,8 @@ class KVCache:
 
     For self-attention in the decoder, each step appends the new token's key
     and value; for cross-attention the keys and values come from the
-    encoder's memory and are computed once.
-    Tensors are stored split into heads: (B, H, L, Dh).
+    encoder's memory and are computed once. Tensors are stored split into
+    heads: (B, H, L, Dh).
     """
 
     def __init__(self) -> None:

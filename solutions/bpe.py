@@ -1,8 +1,8 @@
 """A byte-level BPE tokenizer (as in GPT-2), trained from scratch.
 
 Training starts from the 256 single bytes and repeatedly merges the most
-frequent adjacent pair
-of tokens into a new token, until the vocabulary has ``vocab_size`` entries:
+frequent adjacent pair of tokens into a new token, until the vocabulary has
+``vocab_size`` entries:
 
 1. The text is cut at special tokens (e.g. ``<|endoftext|>``), which are
 never split or merged.
@@ -40,8 +40,8 @@ __all__ = [
     "BPETokenizer",
 ]
 
-# : GPT-2's pre-tokenisation pattern (needs the ``regex`` package for \p{L}
-# and \p{N}).
+#: GPT-2's pre-tokenisation pattern (needs the ``regex`` package for \p{L}
+#: and \p{N}).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 _PRETOKEN = regex.compile(GPT2_PATTERN)
 
@@ -50,8 +50,8 @@ def merge_pair(
     ids: list[int], pair: tuple[int, int], new_id: int
 ) -> list[int]:
     """Replace every occurrence of ``pair`` in ``ids``, left to right and
-    without overlaps,
-    by ``new_id``: merge_pair([1, 1, 1], (1, 1), 9) == [9, 1]."""
+    without overlaps, by ``new_id``: merge_pair([1, 1, 1], (1, 1), 9) == [9,
+    1]."""
     out, i = [], 0
     while i < len(ids):
         if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:
@@ -99,9 +99,8 @@ def train_bpe(
     ``text``.
 
     Returns ``vocab`` (id -> bytes: 0..255 are the bytes, then one id per
-    merge, then the
-    special tokens) and ``merges``, the merged pairs of byte strings in
-    order.
+    merge, then the special tokens) and ``merges``, the merged pairs of byte
+    strings in order.
     """
     special_tokens = list(dict.fromkeys(special_tokens))
     num_merges = vocab_size - 256 - len(special_tokens)
@@ -259,14 +258,12 @@ class BPETokenizer:
 
     def encode_iterable(self, chunks: Iterable[str]) -> Iterator[int]:
         """Encode a stream of strings (e.g. the lines of a large file)
-        lazily, with the same
-        ids as ``encode("".join(chunks))``.
+        lazily, with the same ids as ``encode("".join(chunks))``.
 
         Text is held back until it can no longer change: the end of the
-        buffer that could
-        begin a special token, and the last pre-tokens (a pre-token's extent
-        can depend on
-        up to 3 following characters, e.g. ``'l`` vs ``'ll``).
+        buffer that could begin a special token, and the last pre-tokens (a
+        pre-token's extent can depend on up to 3 following characters, e.g.
+        ``'l`` vs ``'ll``).
         """
         buffer = ""
         for chunk in chunks:
@@ -313,8 +310,7 @@ class BPETokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         """Token ids -> text. Byte sequences that are not valid UTF-8 (a
-        multi-byte character
-        cut between tokens) become U+FFFD."""
+        multi-byte character cut between tokens) become U+FFFD."""
         return b"".join(self.vocab[int(i)] for i in ids).decode(
             "utf-8", errors="replace"
         )
@@ -341,7 +337,7 @@ class BPETokenizer:
 
     def mergeable_ranks(self) -> dict[bytes, int]:
         """Bytes -> id of every ordinary token: what ``tiktoken.Encoding``
-        calls
-        ``mergeable_ranks`` (there, the id is also the merge priority)."""
+        calls ``mergeable_ranks`` (there, the id is also the merge
+        priority)."""
         specials = set(self.special_ids.values())
         return {b: i for i, b in self.vocab.items() if i not in specials}

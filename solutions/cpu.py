@@ -2,23 +2,18 @@
 threads to train with.
 
 Why thread choice matters: PyTorch starts as many intra-op threads as there
-are cores. For a
-big model that is right. For the small models of this course (d_model
-64-128, batches of a
-few thousand tokens) each operation is short, and splitting it across
-threads costs more in
-start-up and synchronisation than it saves; on a 2-core machine that also
-runs other work, two
-threads can make a step several times *slower* than one. There is no rule
-that holds on every
-machine, so :func:`fastest_thread_count` measures: it times a few steps with
-each candidate
-count and keeps the fastest.
+are cores. For a big model that is right. For the small models of this
+course (d_model 64-128, batches of a few thousand tokens) each operation is
+short, and splitting it across threads costs more in start-up and
+synchronisation than it saves; on a 2-core machine that also runs other
+work, two threads can make a step several times *slower* than one. There is
+no rule that holds on every machine, so :func:`fastest_thread_count`
+measures: it times a few steps with each candidate count and keeps the
+fastest.
 
 :func:`matmul_peak` is the yardstick for efficiency: the FLOP/s of a large
-float32 matrix
-product at a given thread count, the most a training step made of matrix
-products could reach.
+float32 matrix product at a given thread count, the most a training step
+made of matrix products could reach.
 """
 
 from __future__ import annotations
@@ -66,11 +61,9 @@ def available_cores() -> int:
 
 def thread_candidates(limit: int | None = None) -> list[int]:
     """Thread counts worth trying: 1, 2, 4, ... up to ``limit`` (default:
-    the current
-    ``torch.get_num_threads()``), and ``limit`` itself. A user who lowered
-    the thread count
-    (``torch.set_num_threads(1)``, ``OMP_NUM_THREADS=1``) gets only counts
-    up to theirs."""
+    the current ``torch.get_num_threads()``), and ``limit`` itself. A user
+    who lowered the thread count (``torch.set_num_threads(1)``,
+    ``OMP_NUM_THREADS=1``) gets only counts up to theirs."""
     limit = torch.get_num_threads() if limit is None else limit
     counts, n = [], 1
     while n < limit:
@@ -101,13 +94,10 @@ def matmul_peak(
     with ``num_threads``.
 
     The best of repeated products over about ``seconds`` (the best, because
-    other processes
-    can only slow a run down). One product counts 2 * size^3 FLOPs.
-    ``clock`` measures each
-    product: the wall clock by default; ``time.process_time`` gives FLOPs
-    per CPU-second of
-    this process (all its threads together), which other work on the machine
-    disturbs less.
+    other processes can only slow a run down). One product counts 2 * size^3
+    FLOPs. ``clock`` measures each product: the wall clock by default;
+    ``time.process_time`` gives FLOPs per CPU-second of this process (all
+    its threads together), which other work on the machine disturbs less.
     """
     a, b = torch.randn(size, size), torch.randn(size, size)
     with threads(num_threads):
@@ -147,10 +137,9 @@ def fastest_thread_count(
     count stays unchanged).
 
     Each candidate gets one warm-up call, then up to ``repeats`` timed
-    calls, of which the
-    fastest counts. A candidate whose warm-up or first timed call is already
-    3 times slower than
-    the best so far is dropped at once, so a bad choice costs little.
+    calls, of which the fastest counts. A candidate whose warm-up or first
+    timed call is already 3 times slower than the best so far is dropped at
+    once, so a bad choice costs little.
 
     Args:
         step: one unit of work (one training step on a copy of the model).

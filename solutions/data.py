@@ -25,8 +25,8 @@ Three sequence-to-sequence tasks of increasing difficulty:
   the seeds.
 
 All tasks share the special token ids ``PAD = 0``, ``BOS = 1`` (beginning of
-sequence) and ``EOS = 2`` (end of sequence). Targets are always ``BOS ...
-EOS``; sources have neither.
+sequence) and ``EOS = 2`` (end of sequence). Targets are always
+``BOS ... EOS``; sources have neither.
 
 Shapes use ``B`` for the batch size, ``S`` for the (padded) source length
 and ``T`` for the (padded) target length minus one, i.e. the number of
@@ -178,8 +178,8 @@ def copy_task(
 
     Returns ``num_examples`` pairs ``(src, tgt)`` of 1-D LongTensors:
     ``src`` has shape ``(length,)`` with ids drawn uniformly from
-    ``3..vocab_size-1``; ``tgt`` has shape ``(length + 2,)`` and is ``[BOS,
-    *src, EOS]``.
+    ``3..vocab_size-1``; ``tgt`` has shape ``(length + 2,)`` and is
+    ``[BOS, *src, EOS]``.
     """
     return _symbol_task(
         num_examples, vocab_size, length, seed, reverse=False
@@ -189,8 +189,8 @@ def copy_task(
 def reversal_task(
     num_examples: int, vocab_size: int = 11, length: int = 10, seed: int = 0
 ) -> list[Pair]:
-    """Like :func:`copy_task`, but ``tgt`` is ``[BOS, *reversed(src),
-    EOS]``."""
+    """Like :func:`copy_task`, but ``tgt`` is
+    ``[BOS, *reversed(src), EOS]``."""
     return _symbol_task(
         num_examples, vocab_size, length, seed, reverse=True
     )
@@ -411,8 +411,8 @@ def pad_sequences(
         (len(seqs), int(lengths.max())), pad_id, dtype=torch.long
     )
     # One copy of all tokens into the (B, max_len) positions before each
-    # row's length (row by
-    # row in order), instead of one small copy per sequence.
+    # row's length (row by row in order), instead of one small copy per
+    # sequence.
     out[torch.arange(out.shape[1]) < lengths[:, None]] = torch.cat(seqs)
     return out
 
@@ -421,9 +421,9 @@ def pad_sequences(
 class Batch:
     """A padded batch for teacher forcing.
 
-    For a target ``[BOS, a, b, c, EOS]`` the decoder reads ``tgt_in = [BOS,
-    a, b, c]`` and must predict ``tgt_out = [a, b, c, EOS]``: at every
-    position, the next token.
+    For a target ``[BOS, a, b, c, EOS]`` the decoder reads
+    ``tgt_in = [BOS, a, b, c]`` and must predict
+    ``tgt_out = [a, b, c, EOS]``: at every position, the next token.
 
     Attributes:
         src: ``(B, S)`` source ids, right-padded with PAD.
@@ -477,14 +477,14 @@ def batches_by_length(
     one wastes 25 positions of compute. Sorting by length before cutting
     batches keeps the padding, and the wasted compute, small.
 
-    How: the pairs are shuffled, cut into pools of ``pool_batches *
-    batch_size`` pairs, each pool is sorted by (source length, target
-    length) and cut into batches, and finally the order of all batches is
-    shuffled. Pools keep some randomness in which examples share a batch,
-    and the final shuffle stops the model from seeing all short sequences
-    first. With ``shuffle=False`` the input order is kept: pools are
-    consecutive, batches stay in pool order. The result depends only on
-    ``pairs``, ``batch_size``, ``pool_batches`` and ``seed``.
+    How: the pairs are shuffled, cut into pools of
+    ``pool_batches * batch_size`` pairs, each pool is sorted by (source
+    length, target length) and cut into batches, and finally the order of
+    all batches is shuffled. Pools keep some randomness in which examples
+    share a batch, and the final shuffle stops the model from seeing all
+    short sequences first. With ``shuffle=False`` the input order is kept:
+    pools are consecutive, batches stay in pool order. The result depends
+    only on ``pairs``, ``batch_size``, ``pool_batches`` and ``seed``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -1,36 +1,28 @@
 """Training on several processes with PyTorch's own engine: ``torchrun``,
-DDP, FSDP2 and
-distributed checkpoints.
+DDP, FSDP2 and distributed checkpoints.
 
 The recipe (data parallelism):
 
 * ``torchrun --nproc-per-node=N script.py`` starts N copies of the script
-  and gives each its
-  ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE`` and a meeting point
-  (``MASTER_ADDR``/``PORT`` or a
-  rendezvous endpoint). :func:`init_distributed` reads them and joins the
-  process group: NCCL
+  and gives each its ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE`` and a meeting
+  point (``MASTER_ADDR``/``PORT`` or a rendezvous endpoint).
+  :func:`init_distributed` reads them and joins the process group: NCCL
   between GPUs, gloo between CPU processes.
 * Every process builds the **same global batch** (same data, same seed) and
-  works on its slice
-  of the rows (:func:`local_rows`). The global batch, the number of steps
-  and so the
-  learning-rate schedule do not depend on the number of processes.
+  works on its slice of the rows (:func:`local_rows`). The global batch, the
+  number of steps and so the learning-rate schedule do not depend on the
+  number of processes.
 * **DDP** (``DistributedDataParallel``) keeps a full copy of the model on
-  every process and
-  averages the gradients (all-reduce) during backward. **FSDP2**
-  (``fully_shard``) keeps only
-  a 1/N shard of every parameter, gradient and optimiser state on each
-  process, gathers a
-  layer's parameters just before it runs, and reduce-scatters the gradients.
+  every process and averages the gradients (all-reduce) during backward.
+  **FSDP2** (``fully_shard``) keeps only a 1/N shard of every parameter,
+  gradient and optimiser state on each process, gathers a layer's parameters
+  just before it runs, and reduce-scatters the gradients.
 * Both average gradients over processes. To equal one process's step on the
-  whole batch, each
-  process's loss is (sum of its token losses) / (real tokens in the global
-  batch) * N
-  (:func:`distributed_train_step`).
+  whole batch, each process's loss is (sum of its token losses) / (real
+  tokens in the global batch) * N (:func:`distributed_train_step`).
 * ``torch.distributed.checkpoint`` (DCP) saves each process's shards in
-  parallel and loads
-  them into any number of processes: train on 2, resume on 1 or 8.
+  parallel and loads them into any number of processes: train on 2, resume
+  on 1 or 8.
 """
 
 from __future__ import annotations
@@ -85,10 +77,9 @@ def init_distributed(backend: str | None = None) -> DistributedInfo:
     environment.
 
     Without ``WORLD_SIZE`` in the environment (a plain ``python script.py``)
-    there is no group:
-    one process, rank 0. The backend is NCCL when CUDA is available,
-    otherwise gloo; each
-    process uses GPU number ``LOCAL_RANK`` (one GPU per process).
+    there is no group: one process, rank 0. The backend is NCCL when CUDA is
+    available, otherwise gloo; each process uses GPU number ``LOCAL_RANK``
+    (one GPU per process).
     """
     if "WORLD_SIZE" not in os.environ:
         device = torch.device(
@@ -118,12 +109,10 @@ def wrap_model(
     """Prepare a Transformer for data-parallel training.
 
     ``"ddp"``: a ``DistributedDataParallel`` wrapper (call it, train it; the
-    plain model is
-    ``.module``). ``"fsdp"``: ``fully_shard`` on every encoder and decoder
-    layer, then on the
-    whole model (embeddings and output layer), in place; parameters become
-    DTensors.
-    ``"none"``: the model as it is (one process).
+    plain model is ``.module``). ``"fsdp"``: ``fully_shard`` on every
+    encoder and decoder layer, then on the whole model (embeddings and
+    output layer), in place; parameters become DTensors. ``"none"``: the
+    model as it is (one process).
     """
     model = model.to(info.device)
     if strategy == "none" or info.world_size == 1 and strategy == "ddp":
@@ -151,9 +140,8 @@ def wrap_model(
 
 def local_rows(batch: Batch, rank: int, world_size: int) -> Batch:
     """This process's share of a global batch: rows ``rank::world_size``
-    would interleave;
-    we take a contiguous block (``tensor_split``), the same padded lengths
-    on every process."""
+    would interleave; we take a contiguous block (``tensor_split``), the
+    same padded lengths on every process."""
     if batch.src.shape[0] < world_size:
         raise ValueError(
             f"a batch of {batch.src.shape[0]} rows for {world_size} processes"
@@ -178,9 +166,8 @@ def distributed_train_step(
     its rows.
 
     Gives the same update as :func:`~solutions.training.train_step` on the
-    whole batch in one
-    process (up to float rounding). Returns the global batch's loss (mean
-    over real tokens).
+    whole batch in one process (up to float rounding). Returns the global
+    batch's loss (mean over real tokens).
     """
     model.train()
     local = local_rows(batch, info.rank, info.world_size).to(info.device)
@@ -210,10 +197,9 @@ def distributed_train_step(
 
 def average_gradients(model: nn.Module) -> None:
     """What DDP does during backward, by hand: replace every parameter's
-    gradient by its mean
-    over the processes of the default group (all-reduce a sum, divide by the
-    world size).
-    Parameters without a gradient are skipped; every process must call this.
+    gradient by its mean over the processes of the default group (all-reduce
+    a sum, divide by the world size). Parameters without a gradient are
+    skipped; every process must call this.
     """
     # (as at the top of this module: the exercise's cell)
     import torch.distributed as dist
@@ -243,9 +229,8 @@ def save_distributed_checkpoint(
     step: int = 0,
 ) -> None:
     """Save model, optimiser, schedule and step with
-    ``torch.distributed.checkpoint``: every
-    process writes its own shards into the folder ``path`` (all processes
-    must call it)."""
+    ``torch.distributed.checkpoint``: every process writes its own shards
+    into the folder ``path`` (all processes must call it)."""
     model_state, optim_state = get_state_dict(_plain(model), optimizer)
     state = {
         "model": model_state,
@@ -265,9 +250,8 @@ def load_distributed_checkpoint(
     scheduler=None,
 ) -> int:
     """Load :func:`save_distributed_checkpoint`'s folder into a model
-    wrapped for any number
-    of processes (DCP reshards on load); returns the step to continue from.
-    """
+    wrapped for any number of processes (DCP reshards on load); returns the
+    step to continue from. """
     model_state, optim_state = get_state_dict(_plain(model), optimizer)
     state = {
         "model": model_state,
@@ -291,8 +275,7 @@ def load_distributed_checkpoint(
 
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The whole model's parameters as ordinary CPU tensors, on every
-    process (gathers FSDP
-    shards; all processes must call it)."""
+    process (gathers FSDP shards; all processes must call it)."""
     state = {}
     for name, tensor in _plain(model).state_dict().items():
         if hasattr(tensor, "full_tensor"):  # a DTensor shard

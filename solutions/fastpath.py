@@ -1,8 +1,7 @@
 """The fast path's switches that are not one line of the training loop:
-batches sized by
-tokens, lengths rounded up to a few buckets (few shapes for
-``torch.compile`` and cuDNN), and
-the global switches for TF32 and PyTorch's attention kernels.
+batches sized by tokens, lengths rounded up to a few buckets (few shapes for
+``torch.compile`` and cuDNN), and the global switches for TF32 and PyTorch's
+attention kernels.
 
 Shapes: ``B`` sequences per batch, ``S``/``T`` padded source/target lengths.
 """
@@ -34,16 +33,12 @@ def batches_by_tokens(
     positions each.
 
     A batch of B pairs padded to source length S and target length T costs
-    about
-    B * (S + T) positions; a fixed B makes batches of long sentences several
-    times dearer (in
-    time and memory) than batches of short ones. Fixing the tokens instead
-    (the paper: about
-    25,000 source and 25,000 target tokens per batch) keeps every step's
-    work and memory about
-    the same. Pairs are shuffled, sorted by length in pools, cut greedily,
-    and the batches
-    shuffled, as in :func:`~solutions.data.batches_by_length`.
+    about B * (S + T) positions; a fixed B makes batches of long sentences
+    several times dearer (in time and memory) than batches of short ones.
+    Fixing the tokens instead (the paper: about 25,000 source and 25,000
+    target tokens per batch) keeps every step's work and memory about the
+    same. Pairs are shuffled, sorted by length in pools, cut greedily, and
+    the batches shuffled, as in :func:`~solutions.data.batches_by_length`.
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
@@ -91,11 +86,9 @@ def pad_to_bucket(batch: Batch, multiple: int = 8) -> Batch:
     positions.
 
     The model's output on real tokens does not change (padding is masked),
-    but the number of
-    distinct shapes drops from one per length to one per bucket:
-    ``torch.compile`` compiles
-    once per shape unless told ``dynamic=True``, and cuDNN's attention
-    builds a plan per shape.
+    but the number of distinct shapes drops from one per length to one per
+    bucket: ``torch.compile`` compiles once per shape unless told
+    ``dynamic=True``, and cuDNN's attention builds a plan per shape.
     """
 
     def pad(t: torch.Tensor) -> torch.Tensor:
@@ -116,20 +109,16 @@ def pad_to_bucket(batch: Batch, multiple: int = 8) -> Batch:
 
 def set_tf32(enable: bool = True) -> None:
     """Float32 matrix products on tensor cores with TF32 inputs (10-bit
-    mantissa) on NVIDIA
-    GPUs from Ampere on: about 8x the float32 peak, at about 1e-3 relative
-    error per product.
-    No effect on a CPU."""
+    mantissa) on NVIDIA GPUs from Ampere on: about 8x the float32 peak, at
+    about 1e-3 relative error per product. No effect on a CPU."""
     torch.backends.cuda.matmul.allow_tf32 = enable
     torch.backends.cudnn.allow_tf32 = enable
 
 
 def avoid_cudnn_attention(avoid: bool = True) -> None:
     """Keep ``F.scaled_dot_product_attention`` off the cuDNN kernel
-    (FlashAttention and the
-    memory-efficient kernels remain). cuDNN builds an execution plan for
-    every new shape, so
-    with batches of many lengths it spends more time planning than
-    computing."""
+    (FlashAttention and the memory-efficient kernels remain). cuDNN builds
+    an execution plan for every new shape, so with batches of many lengths
+    it spends more time planning than computing."""
     if torch.backends.cuda.is_built():
         torch.backends.cuda.enable_cudnn_sdp(not avoid)

@@ -1,39 +1,30 @@
 """Counting the arithmetic of a training step, and how much of the machine
 it uses (MFU).
 
-A matrix product of an (M, K) matrix by a (K, N) matrix costs ``2 * M * K *
-N`` floating-point
-operations (one multiply and one add per term). Almost all of a
-Transformer's arithmetic is
-such products, so the cost of a step follows from the configuration and the
-batch's shape:
+A matrix product of an (M, K) matrix by a (K, N) matrix costs
+``2 * M * K * N`` floating-point operations (one multiply and one add per
+term). Almost all of a Transformer's arithmetic is such products, so the
+cost of a step follows from the configuration and the batch's shape:
 
 * forward: every projection, feed-forward layer, attention score matrix (Q
-  Kᵀ), weighted sum
-  (weights · V) and the output layer;
+  Kᵀ), weighted sum (weights · V) and the output layer;
 * backward: twice the forward, because each product ``Y = X W`` needs two
-  products of the same
-  size in backward, ``dX = dY Wᵀ`` and ``dW = Xᵀ dY``.
+  products of the same size in backward, ``dX = dY Wᵀ`` and ``dW = Xᵀ dY``.
 
 So a training step costs 3 forwards. Layer norms, softmax, dropout, the
-embedding lookup and
-the optimiser are left out: they are a few operations per number, not per
-product term, and
-the convention of MFU (PaLM, appendix B) counts matrix products only. This
-is also what
+embedding lookup and the optimiser are left out: they are a few operations
+per number, not per product term, and the convention of MFU (PaLM, appendix
+B) counts matrix products only. This is also what
 ``torch.utils.flop_counter.FlopCounterMode`` counts, which the tests use as
 the oracle.
 
 Model FLOP utilisation (MFU) = achieved FLOP/s / the device's peak FLOP/s
-for the dtype. The
-peaks below are NVIDIA's datasheet numbers for dense arithmetic (no 2:4
-sparsity); a CPU's peak
-is measured here with one large matrix product
-(:func:`measured_matmul_peak`).
+for the dtype. The peaks below are NVIDIA's datasheet numbers for dense
+arithmetic (no 2:4 sparsity); a CPU's peak is measured here with one large
+matrix product (:func:`measured_matmul_peak`).
 
 Shapes: ``B`` sequences per batch, ``S`` source length, ``T`` target length
-(padded lengths:
-the hardware computes on padding too).
+(padded lengths: the hardware computes on padding too).
 """
 
 from __future__ import annotations
@@ -59,9 +50,8 @@ __all__ = [
 @dataclass(frozen=True)
 class ModelShape:
     """The sizes that set a Transformer's arithmetic (the keyword arguments
-    of
-    :class:`~solutions.model.Transformer` that matter; the defaults are the
-    paper's base)."""
+    of :class:`~solutions.model.Transformer` that matter; the defaults are
+    the paper's base)."""
 
     tgt_vocab_size: int
     d_model: int = 512
@@ -89,13 +79,10 @@ def forward_flops(
     T) target batch.
 
     Per encoder layer and source token: 4 projections (Q, K, V, out) of D x
-    D and the
-    feed-forward's two D x F products. Per decoder layer and target token:
-    the same for
-    self-attention, Q and out of cross-attention, and the feed-forward;
-    cross-attention's K and
-    V project the S memory tokens. Attention itself: Q Kᵀ and weights · V
-    cost 2 * D * (queries)
+    D and the feed-forward's two D x F products. Per decoder layer and
+    target token: the same for self-attention, Q and out of cross-attention,
+    and the feed-forward; cross-attention's K and V project the S memory
+    tokens. Attention itself: Q Kᵀ and weights · V cost 2 * D * (queries)
     * (keys) each, summed over the heads (the heads split D). Then the
       output layer D x V.
     """
@@ -147,22 +134,18 @@ def training_flops_per_token(
     """Training FLOPs per target token for sequences of these lengths.
 
     Throughputs in this course count target tokens, so MFU = tokens/s * this
-    / peak.
-    For a model whose attention is a small part, this is close to ``6 * N``
-    with N the
-    parameters that multiply (the 6N rule of Kaplan et al., 2020), spread
-    over S + T tokens.
+    / peak. For a model whose attention is a small part, this is close to
+    ``6 * N`` with N the parameters that multiply (the 6N rule of Kaplan et
+    al., 2020), spread over S + T tokens.
     """
     return training_flops(shape, 1, src_len, tgt_len) / tgt_len
 
 
-# --- peaks
-# --------------------------------------------------------------------------
+# --- peaks -----------------------------------------------------------------
 
-# : Dense peak TFLOP/s per GPU by dtype (no 2:4 sparsity: the datasheets
-# print the sparse
-# : figure, twice these, for tensor cores). "tf32" is float32 matmuls on
-# tensor cores
+#: Dense peak TFLOP/s per GPU by dtype (no 2:4 sparsity: the datasheets
+#: print the sparse figure, twice these, for tensor cores). "tf32" is
+#: float32 matmuls on tensor cores
 #: (``torch.backends.cuda.matmul.allow_tf32``); "fp32" is plain float32.
 PEAK_TFLOPS: dict[str, dict[str, float]] = {
     "H100 SXM": {"bf16": 989.4, "tf32": 494.7, "fp32": 66.9},
@@ -196,8 +179,7 @@ def _table_key(device_name: str) -> str | None:
 
 def peak_flops(device_name: str, dtype: str) -> float | None:
     """The table's dense peak in FLOP/s for a CUDA device name and 'bf16',
-    'tf32' or 'fp32'
-    (None when the device is not in the table)."""
+    'tf32' or 'fp32' (None when the device is not in the table)."""
     key = _table_key(device_name)
     return PEAK_TFLOPS[key][dtype] * 1e12 if key is not None else None
 
@@ -209,8 +191,8 @@ def measured_matmul_peak(
     device: str = "cpu",
 ) -> float:
     """FLOP/s of the best of ``repeats`` (size x size) @ (size x size)
-    products: a practical
-    peak for a CPU, where no datasheet number fits the threads PyTorch uses.
+    products: a practical peak for a CPU, where no datasheet number fits the
+    threads PyTorch uses.
     """
     a = torch.randn(size, size, dtype=dtype, device=device)
     b = torch.randn(size, size, dtype=dtype, device=device)

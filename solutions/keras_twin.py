@@ -1,46 +1,38 @@
 """The book's Transformer written again in Keras 3, layer for layer, with
-weight transfer to and
-from the PyTorch modules of this package.
+weight transfer to and from the PyTorch modules of this package.
 
 Keras 3 runs one layer code on several backends (PyTorch, TensorFlow, JAX).
-Everything here is
-written with ``keras.ops`` and Keras layers only, so it runs on any of them;
-with
-``KERAS_BACKEND=torch`` every layer is also a ``torch.nn.Module`` and the
-PyTorch modules of
-this package can check it in the same process. This module sets
-``KERAS_BACKEND=torch`` when
-the variable is unset (Keras alone would default to TensorFlow); import it
-before ``keras``, or
-set the variable yourself. ``import solutions`` does not import this module:
-Keras is needed
-only when you ask for it (``from solutions import keras_twin``).
+Everything here is written with ``keras.ops`` and Keras layers only, so it
+runs on any of them; with ``KERAS_BACKEND=torch`` every layer is also a
+``torch.nn.Module`` and the PyTorch modules of this package can check it in
+the same process. This module sets ``KERAS_BACKEND=torch`` when the variable
+is unset (Keras alone would default to TensorFlow); import it before
+``keras``, or set the variable yourself. ``import solutions`` does not
+import this module: Keras is needed only when you ask for it
+(``from solutions import keras_twin``).
 
 Same shapes as the package (batch first: activations (B, L, D)) and the same
-mask convention:
-a boolean mask, **True where attention is allowed**, broadcastable to (B, H,
-Q, K).
+mask convention: a boolean mask, **True where attention is allowed**,
+broadcastable to (B, H, Q, K).
 
 What maps to what (PyTorch -> Keras):
 
-    nn.Linear(d_in, d_out): weight (d_out, d_in)  ->  layers.Dense(d_out):
-    kernel (d_in, d_out)
-    nn.LayerNorm(d, eps=1e-5): weight, bias       ->
-    layers.LayerNormalization(epsilon=1e-5):
-                                                      gamma, beta (Keras's
-                                                      default eps is 1e-3)
-    nn.Embedding(V, D): weight (V, D)             ->  layers.Embedding(V,
-    D): embeddings (V, D)
-    F.gelu (exact, erf)                           ->  ops.gelu(x,
-    approximate=False)
-    x @ y, x.transpose(-2, -1), masked_fill       ->  ops.matmul,
-    ops.swapaxes, ops.where
-    module.train() / module.eval()                ->  the ``training``
-    argument of a call
+    nn.Linear(d_in, d_out), weight (d_out, d_in)
+        -> layers.Dense(d_out), kernel (d_in, d_out)
+    nn.LayerNorm(d, eps=1e-5), weight and bias
+        -> layers.LayerNormalization(epsilon=1e-5), gamma and beta
+           (Keras's default eps is 1e-3)
+    nn.Embedding(V, D), weight (V, D)
+        -> layers.Embedding(V, D), embeddings (V, D)
+    F.gelu (exact, erf)
+        -> ops.gelu(x, approximate=False)
+    x @ y, x.transpose(-2, -1), masked_fill
+        -> ops.matmul, ops.swapaxes, ops.where
+    module.train() / module.eval()
+        -> the ``training`` argument of a call
 
 Weights move both ways through NumPy (:func:`copy_torch_to_keras`,
-:func:`copy_keras_to_torch`),
-so the transfer works whatever the backend.
+:func:`copy_keras_to_torch`), so the transfer works whatever the backend.
 """
 
 from __future__ import annotations
@@ -86,9 +78,8 @@ __all__ = [
 
 def to_numpy(x) -> np.ndarray:
     """A backend tensor or Keras variable -> NumPy array
-    (``keras.ops.convert_to_numpy``, which on
-    the PyTorch backend calls ``np.array(tensor)`` and makes NumPy 2 warn
-    about ``copy=``)."""
+    (``keras.ops.convert_to_numpy``, which on the PyTorch backend calls
+    ``np.array(tensor)`` and makes NumPy 2 warn about ``copy=``)."""
     if keras.backend.backend() == "torch":
         import torch
 
@@ -98,14 +89,13 @@ def to_numpy(x) -> np.ndarray:
     return ops.convert_to_numpy(x)
 
 
-# --- attention
-# --------------------------------------------------------------------------
+# --- attention ------------------------------------------------------------
 
 
 def softmax(x, axis: int = -1):
     """Numerically stable softmax; a slice that is all ``-inf`` gets all
-    zeros, not NaN
-    (``keras.ops.softmax`` gives NaN there, like ``torch.softmax``)."""
+    zeros, not NaN (``keras.ops.softmax`` gives NaN there, like
+    ``torch.softmax``)."""
     x = ops.convert_to_tensor(x)
     x_max = ops.max(x, axis=axis, keepdims=True)
     x_max = ops.where(ops.isfinite(x_max), x_max, ops.zeros_like(x_max))
@@ -142,15 +132,12 @@ class MultiHeadAttention(layers.Layer):
     ``solutions.MultiHeadAttention``.
 
     Call: ``(query (B, Q, D), key (B, K, D), value (B, K, D),
-    attention_mask) -> (B, Q, D)``;
-    the argument order is PyTorch's (``keras.layers.MultiHeadAttention``
-    takes query, *value*,
-    key). Keras reserves the argument name ``mask`` for its implicit masks
-    (``mask_zero``,
-    ``compute_mask``), so the mask is called ``attention_mask`` here, as in
-    Keras's own layer.
-    The attention weights of the last call are kept in ``last_weights`` (B,
-    H, Q, K).
+    attention_mask) -> (B, Q, D)``; the argument order is PyTorch's
+    (``keras.layers.MultiHeadAttention`` takes query, *value*, key). Keras
+    reserves the argument name ``mask`` for its implicit masks
+    (``mask_zero``, ``compute_mask``), so the mask is called
+    ``attention_mask`` here, as in Keras's own layer. The attention weights
+    of the last call are kept in ``last_weights`` (B, H, Q, K).
     """
 
     def __init__(
@@ -205,8 +192,7 @@ class MultiHeadAttention(layers.Layer):
         return self.out_proj(self.merge_heads(out))
 
 
-# --- embeddings and positions
-# ------------------------------------------------------------------
+# --- embeddings and positions ---------------------------------------------
 
 
 def sinusoidal_encoding(max_len: int, d_model: int):
@@ -223,9 +209,8 @@ def sinusoidal_encoding(max_len: int, d_model: int):
     )
     angles = position * inv_freq  # (L, ceil(D / 2))
     # Interleave: stack sin and cos on a new last axis, then flatten (sin0,
-    # cos0, sin1, ...);
-    # for an odd D the last cosine is cut off. (Keras tensors have no item
-    # assignment.)
+    # cos0, sin1, ...); for an odd D the last cosine is cut off. (Keras
+    # tensors have no item assignment.)
     pe = ops.stack(
         [ops.sin(angles), ops.cos(angles)], axis=-1
     )  # (L, ceil(D / 2), 2)
@@ -255,9 +240,8 @@ class SinusoidalPositionalEncoding(layers.Layer):
 
 class TokenEmbedding(layers.Layer):
     """Token ids (B, L) -> vectors (B, L, D), times sqrt(D). Initialised
-    like the package's
-    Transformer (Xavier-uniform; Keras's default for ``Embedding`` is
-    uniform in +-0.05)."""
+    like the package's Transformer (Xavier-uniform; Keras's default for
+    ``Embedding`` is uniform in +-0.05)."""
 
     def __init__(self, vocab_size: int, d_model: int, **kwargs):
         super().__init__(**kwargs)
@@ -272,8 +256,7 @@ class TokenEmbedding(layers.Layer):
         return self.embedding(tokens) * math.sqrt(self.d_model)
 
 
-# --- feed-forward, sublayers, encoder and decoder layers
-# ---------------------------------------
+# --- feed-forward, sublayers, encoder and decoder layers ------------------
 
 ACTIVATIONS = {
     "relu": ops.relu,
@@ -317,9 +300,8 @@ class PositionwiseFeedForward(layers.Layer):
 
 class Sublayer(layers.Layer):
     """Residual connection and layer norm around ``fn``: post-norm (the
-    paper)
-    ``LayerNorm(x + Dropout(fn(x)))`` or pre-norm ``x +
-    Dropout(fn(LayerNorm(x)))``."""
+    paper) ``LayerNorm(x + Dropout(fn(x)))`` or pre-norm
+    ``x + Dropout(fn(LayerNorm(x)))``."""
 
     def __init__(
         self,
@@ -345,8 +327,7 @@ class Sublayer(layers.Layer):
 
 class EncoderLayer(layers.Layer):
     """Self-attention then feed-forward, each in a residual sublayer: (B, S,
-    D) -> (B, S, D).
-    Arguments as ``solutions.EncoderLayer``."""
+    D) -> (B, S, D). Arguments as ``solutions.EncoderLayer``."""
 
     def __init__(
         self,
@@ -387,8 +368,8 @@ class EncoderLayer(layers.Layer):
 
 class DecoderLayer(layers.Layer):
     """Masked self-attention, cross-attention over the memory (B, S, D),
-    then feed-forward:
-    (B, T, D) -> (B, T, D). Arguments as ``solutions.DecoderLayer``."""
+    then feed-forward: (B, T, D) -> (B, T, D). Arguments as
+    ``solutions.DecoderLayer``."""
 
     def __init__(
         self,
@@ -437,8 +418,7 @@ class DecoderLayer(layers.Layer):
         return self.ff_block(x, fn=self.feed_forward)
 
 
-# --- the whole model
-# --------------------------------------------------------------------------
+# --- the whole model ------------------------------------------------------
 
 
 def padding_mask(tokens, pad_id: int = PAD):
@@ -459,10 +439,9 @@ def target_mask(tokens, pad_id: int = PAD):
 
 
 class Transformer(keras.Model):
-    """The encoder-decoder Transformer as a ``keras.Model``: ``model((src,
-    tgt_in))`` gives
-    logits (B, T, V_tgt), so ``model.fit((src, tgt_in), tgt_out)`` trains
-    it.
+    """The encoder-decoder Transformer as a ``keras.Model``:
+    ``model((src, tgt_in))`` gives logits (B, T, V_tgt), so
+    ``model.fit((src, tgt_in), tgt_out)`` trains it.
 
     Arguments as ``solutions.Transformer`` (sinusoidal positions, untied
     embeddings).
@@ -547,8 +526,7 @@ class Transformer(keras.Model):
         return self.decode(tgt, self.encode(src, src_mask), src_mask)
 
 
-# --- weight transfer
-# --------------------------------------------------------------------------
+# --- weight transfer ------------------------------------------------------
 #
 # One walk over both models pairs every Keras variable with the PyTorch
 # tensor that holds the same
@@ -711,11 +689,9 @@ def to_keras_multi_head_attention(
     Keras layer ``mha``.
 
     Keras's layer keeps one kernel per projection with the heads as an axis:
-    query/key/value
-    kernels (D, H, Dh) and biases (H, Dh), the output kernel (H, Dh, D). Our
-    (D, D) kernels
-    are the same numbers, with the output axis split into (H, Dh) as
-    ``split_heads`` does.
+    query/key/value kernels (D, H, Dh) and biases (H, Dh), the output kernel
+    (H, Dh, D). Our (D, D) kernels are the same numbers, with the output
+    axis split into (H, Dh) as ``split_heads`` does.
     """
     heads, d_model = mha.num_heads, mha.d_model
     d_head = d_model // heads
@@ -765,17 +741,15 @@ def transformer_from_torch(model) -> Transformer:
     return copy_torch_to_keras(model, twin)
 
 
-# --- data, training and evaluation
-# ---------------------------------------------------------------
+# --- data, training and evaluation ----------------------------------------
 
 
 def seq2seq_arrays(
     pairs: Sequence, pad_id: int = PAD
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(src, tgt) pairs of 1-D id tensors (``solutions.data``'s tasks) ->
-    NumPy arrays
-    src (N, S), tgt_in (N, T) = tgt[:-1], tgt_out (N, T) = tgt[1:], padded
-    with ``pad_id``."""
+    NumPy arrays src (N, S), tgt_in (N, T) = tgt[:-1], tgt_out (N, T) =
+    tgt[1:], padded with ``pad_id``."""
     from .data import pad_sequences
 
     src = pad_sequences([s for s, _ in pairs], pad_id).numpy()
@@ -785,9 +759,8 @@ def seq2seq_arrays(
 
 class NoamSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """The paper's learning rate, ``solutions.noam_lr``: optimiser step k =
-    1, 2, ... gets
-    factor * d_model^-0.5 * min(k^-0.5, k * warmup^-1.5). (Keras counts
-    steps from 0.)"""
+    1, 2, ... gets factor * d_model^-0.5 * min(k^-0.5, k * warmup^-1.5).
+    (Keras counts steps from 0.)"""
 
     def __init__(
         self, d_model: int, warmup_steps: int = 4000, factor: float = 1.0
@@ -825,9 +798,8 @@ def greedy_decode(
     key/value cache).
 
     src (B, S) ids -> (B, 1 + n) NumPy ids starting with BOS, n <= max_len;
-    after a sequence's
-    EOS comes padding. PAD and BOS are never chosen (as in
-    ``solutions.greedy_decode``).
+    after a sequence's EOS comes padding. PAD and BOS are never chosen (as
+    in ``solutions.greedy_decode``).
     """
     src = ops.convert_to_tensor(np.asarray(src), dtype="int32")
     src_mask = padding_mask(src, model.pad_id)

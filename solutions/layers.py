@@ -424,8 +424,8 @@ class Decoder(nn.Module):
         cache: list[tuple[KVCache, KVCache]] | None = None,
     ) -> Tensor:
         """x: (B, T, D); memory: (B, S, D); masks as in
-        :class:`DecoderLayer`;
-        cache: one (self, cross) pair per layer. -> (B, T, D)"""
+        :class:`DecoderLayer`; cache: one (self, cross) pair per layer. ->
+        (B, T, D)"""
         for i, layer in enumerate(self.layers):
             x = layer(
                 x,
@@ -450,8 +450,7 @@ class Decoder(nn.Module):
         return ours
 
 
-# --- copying weights from PyTorch's modules
-# -------------------------------------------------
+# --- copying weights from PyTorch's modules -------------------------------
 
 
 def _torch_layer_config(layer: nn.Module) -> dict:

@@ -125,14 +125,12 @@ class LanguageModel(nn.Module):
         self, idx: Tensor, cache: list[KVCache] | None = None
     ) -> Tensor:
         """Token ids (B, T) -> logits (B, T, V); row t predicts the token
-        after token t from
-        tokens 0..t.
+        after token t from tokens 0..t.
 
         With a ``cache`` (from :meth:`new_cache`), ``idx`` holds only the
-        new tokens: they
-        take the positions after the ``len(cache[0])`` cached ones and
-        attend to the cached
-        keys and values as well as to each other; the cache grows by T.
+        new tokens: they take the positions after the ``len(cache[0])``
+        cached ones and attend to the cached keys and values as well as to
+        each other; the cache grows by T.
         """
         offset = len(cache[0]) if cache else 0
         length = idx.shape[-1]
@@ -177,16 +175,12 @@ class LanguageModel(nn.Module):
         tokens.
 
         Each new token is drawn with :func:`sample_next_token`
-        (``temperature=0``: greedy)
-        from the logits of the last position. With ``use_cache`` the prompt
-        is run once and
-        every later step feeds only the newest token, whose keys and values
-        join the cache;
-        without it (or when the text would outgrow ``max_len``) every step
-        re-reads the last
-        ``max_len`` tokens. Runs in eval mode (no dropout), then restores
-        the model's mode.
-        Returns (B, T + max_new_tokens).
+        (``temperature=0``: greedy) from the logits of the last position.
+        With ``use_cache`` the prompt is run once and every later step feeds
+        only the newest token, whose keys and values join the cache; without
+        it (or when the text would outgrow ``max_len``) every step re-reads
+        the last ``max_len`` tokens. Runs in eval mode (no dropout), then
+        restores the model's mode. Returns (B, T + max_new_tokens).
         """
         was_training = self.training
         self.eval()
@@ -255,9 +249,8 @@ def random_windows(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """``batch_size`` windows of ``length + 1`` consecutive tokens from the
-    1-D tensor ``data``,
-    starting at random places: (batch_size, length + 1), ready for
-    :func:`lm_loss`."""
+    1-D tensor ``data``, starting at random places: (batch_size, length +
+    1), ready for :func:`lm_loss`."""
     if data.dim() != 1 or len(data) < length + 2:
         raise ValueError(
             f"data must be 1-D with more than {length + 1} tokens"

@@ -2,22 +2,16 @@
 accumulation, peak memory.
 
 * **Activation checkpointing** keeps only each layer's input during the
-  forward pass and runs
-  the layer's forward again during backward to get the activations it needs.
-  The gradients are
-  the same (the same operations on the same numbers); the price is about one
-  more forward
-  (the step costs ~4 forwards instead of 3) for activation memory of one
-  layer instead of all.
+  forward pass and runs the layer's forward again during backward to get the
+  activations it needs. The gradients are the same (the same operations on
+  the same numbers); the price is about one more forward (the step costs ~4
+  forwards instead of 3) for activation memory of one layer instead of all.
   Dropout is replayed with the same random numbers (``preserve_rng_state``).
 * **Gradient accumulation** splits a batch that does not fit into
-  micro-batches, runs backward
-  on each, and steps once: the gradients add up in ``.grad``. To equal the
-  big batch's
-  gradient, each micro-batch's loss is its *sum* over real tokens divided by
-  the *whole*
-  batch's number of real tokens (a mean per micro-batch, averaged, would
-  weight short
+  micro-batches, runs backward on each, and steps once: the gradients add up
+  in ``.grad``. To equal the big batch's gradient, each micro-batch's loss
+  is its *sum* over real tokens divided by the *whole* batch's number of
+  real tokens (a mean per micro-batch, averaged, would weight short
   micro-batches too much).
 """
 
@@ -51,8 +45,8 @@ class _Checkpointed(nn.Module):
         if not (self.training and torch.is_grad_enabled()):
             return self.layer(*args, **kwargs)
         # use_reentrant=False: the recommended implementation (works with
-        # keyword arguments,
-        # inputs that do not require grad, and torch.compile).
+        # keyword arguments, inputs that do not require grad, and
+        # torch.compile).
         return checkpoint(self.layer, *args, use_reentrant=False, **kwargs)
 
 
@@ -63,9 +57,8 @@ def use_activation_checkpointing(
     place.
 
     Parameter names change (``encoder.layers.0.layer.self_attn...``); call
-    with
-    ``enable=False`` to unwrap before saving a state dict that others will
-    load.
+    with ``enable=False`` to unwrap before saving a state dict that others
+    will load.
     """
     for stack in (model.encoder, model.decoder):
         layers = [
@@ -111,10 +104,9 @@ def accumulated_gradients_step(
     passes.
 
     The gradient equals that of :func:`~solutions.training.train_step` on
-    the whole batch:
-    each micro-batch contributes (sum of its token losses) / (real tokens in
-    the whole batch).
-    Returns the whole batch's loss (mean over its real tokens), as a float.
+    the whole batch: each micro-batch contributes (sum of its token losses)
+    / (real tokens in the whole batch). Returns the whole batch's loss (mean
+    over its real tokens), as a float.
     """
     model.train()
     total_tokens = max(int((batch.tgt_out != PAD).sum()), 1)
@@ -145,10 +137,9 @@ def accumulated_gradients_step(
 
 class SavedActivations:
     """Bytes of the tensors autograd keeps for backward while the block
-    runs: the activation
-    memory that activation checkpointing trades for recomputation. Measured
-    exactly on any
-    device with ``saved_tensors_hooks`` (each storage counted once).
+    runs: the activation memory that activation checkpointing trades for
+    recomputation. Measured exactly on any device with
+    ``saved_tensors_hooks`` (each storage counted once).
 
     >>> with SavedActivations() as saved:        # doctest: +SKIP
     ...     loss = model(src, tgt_in).sum()

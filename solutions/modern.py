@@ -8,22 +8,18 @@ Four changes to the block of the paper, each a small module here:
 * **SwiGLU** feed-forward instead of ReLU: W2(SiLU(W1 x) * W3 x), a gated
   unit.
 * **Rotary position embeddings (RoPE)** instead of added sinusoids: queries
-  and keys are
-  rotated by an angle proportional to their position, so that their dot
-  product depends only
-  on the *relative* position.
+  and keys are rotated by an angle proportional to their position, so that
+  their dot product depends only on the *relative* position.
 * **Grouped-query attention (GQA)**: several query heads share one key/value
-  head, which
-  shrinks the key/value cache by ``n_heads / n_kv_heads``.
+  head, which shrinks the key/value cache by ``n_heads / n_kv_heads``.
 
 All linear maps are bias-free with weights stored (d_out, d_in), as
-``nn.Linear`` does. The
-block is pre-norm: ``x + attn(norm(x))``, then ``x + ffn(norm(x))``.
+``nn.Linear`` does. The block is pre-norm: ``x + attn(norm(x))``, then
+``x + ffn(norm(x))``.
 
 Shapes: ``B`` batch, ``T`` new positions, ``S`` key positions (cache
-included), ``D`` width,
-``H`` query heads, ``G`` key/value heads, ``Dh = D / H`` head width, ``V``
-vocabulary.
+included), ``D`` width, ``H`` query heads, ``G`` key/value heads,
+``Dh = D / H`` head width, ``V`` vocabulary.
 """
 
 from __future__ import annotations
@@ -59,18 +55,15 @@ __all__ = [
 ]
 
 
-# --- normalisation
-# --------------------------------------------------------------------------
+# --- normalisation --------------------------------------------------------
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float = 1e-5) -> Tensor:
     """RMSNorm over the last axis: x / sqrt(mean(x^2) + eps) * weight.
 
     x (..., D), weight (D,) -> (..., D) in x's dtype. Low-precision inputs
-    (float16,
-    bfloat16) are normalised in float32 and cast back: the mean of squares
-    overflows or
-    loses precision in 16 bits.
+    (float16, bfloat16) are normalised in float32 and cast back: the mean of
+    squares overflows or loses precision in 16 bits.
     """
     x32 = x.float()
     normed = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + eps)
@@ -94,8 +87,7 @@ class RMSNorm(nn.Module):
         return f"{self.weight.shape[0]}, eps={self.eps}"
 
 
-# --- feed-forward
-# --------------------------------------------------------------------------
+# --- feed-forward ---------------------------------------------------------
 
 
 def silu(x: Tensor) -> Tensor:
@@ -107,8 +99,7 @@ def swiglu(x: Tensor, w1: Tensor, w2: Tensor, w3: Tensor) -> Tensor:
     """The SwiGLU feed-forward W2(SiLU(W1 x) * W3 x) (Shazeer 2020).
 
     x (..., D); w1 and w3 (F, D) and w2 (D, F), stored (d_out, d_in) as
-    ``nn.Linear`` does.
-    Returns (..., D).
+    ``nn.Linear`` does. Returns (..., D).
     """
     gate = silu(x @ w1.T)  # (..., F)
     return (gate * (x @ w3.T)) @ w2.T  # (..., D)
@@ -119,9 +110,8 @@ class SwiGLU(nn.Module):
     (D, d_ff).
 
     With three matrices instead of two, d_ff = 8/3 D gives the parameter
-    count of a ReLU
-    network with d_ff = 4 D (Llama rounds it up to a multiple of 64; we use
-    multiples of 8).
+    count of a ReLU network with d_ff = 4 D (Llama rounds it up to a
+    multiple of 64; we use multiples of 8).
     """
 
     def __init__(self, d_model: int, d_ff: int):
@@ -157,8 +147,7 @@ def default_d_ff(d_model: int, ffn: str) -> int:
     return 8 * math.ceil(8 * d_model / 3 / 8)
 
 
-# --- rotary position embeddings
-# -----------------------------------------------------------------
+# --- rotary position embeddings -------------------------------------------
 
 
 def rope_angles(
@@ -187,16 +176,14 @@ def apply_rope(
     interleaved-pairs layout.
 
     Each consecutive pair of features (x[2i], x[2i+1]) of the vector at
-    position p is rotated
-    by the angle p * theta^(-2i/d):
+    position p is rotated by the angle p * theta^(-2i/d):
 
         out[2i]   = x[2i] cos - x[2i+1] sin
         out[2i+1] = x[2i] sin + x[2i+1] cos
 
     x (..., T, d); positions (T,) or any shape that broadcasts to
-    x.shape[:-1], e.g.
-    (B, 1, T) for x of shape (B, H, T, d). Computed in float32, returned in
-    x's dtype.
+    x.shape[:-1], e.g. (B, 1, T) for x of shape (B, H, T, d). Computed in
+    float32, returned in x's dtype.
     """
     angles = rope_angles(positions, x.shape[-1], theta)  # (..., T, d/2)
     cos, sin = torch.cos(angles), torch.sin(angles)
@@ -212,8 +199,7 @@ def apply_rope_halves(
     x: Tensor, positions: Tensor, theta: float = 10000.0
 ) -> Tensor:
     """RoPE in the "halves" layout (GPT-NeoX, Hugging Face Llama): feature i
-    is paired with
-    feature i + d/2, not with its neighbour. Same shapes as
+    is paired with feature i + d/2, not with its neighbour. Same shapes as
     :func:`apply_rope`."""
     angles = rope_angles(positions, x.shape[-1], theta)
     cos, sin = torch.cos(angles), torch.sin(angles)
@@ -228,10 +214,9 @@ def interleaved_to_halves(x: Tensor) -> Tensor:
     4, ..., 1, 3, 5, ...].
 
     ``apply_rope_halves(interleaved_to_halves(x)) ==
-    interleaved_to_halves(apply_rope(x))``:
-    permuting the rows of W_q and W_k this way converts a checkpoint between
-    the layouts
-    (scores are unchanged because q and k are permuted alike).
+    interleaved_to_halves(apply_rope(x))``: permuting the rows of W_q and
+    W_k this way converts a checkpoint between the layouts (scores are
+    unchanged because q and k are permuted alike).
     """
     return torch.cat([x[..., 0::2], x[..., 1::2]], dim=-1)
 
@@ -242,8 +227,7 @@ def halves_to_interleaved(x: Tensor) -> Tensor:
     return torch.stack([first, second], dim=-1).flatten(-2)
 
 
-# --- attention
-# --------------------------------------------------------------------------
+# --- attention ------------------------------------------------------------
 
 
 def grouped_query_attention(
@@ -252,13 +236,10 @@ def grouped_query_attention(
     """Causal attention where groups of query heads share a key/value head.
 
     q (B, H, T, Dh); k, v (B, G, S, Dh) with G dividing H and S >= T. Query
-    head h uses
-    key/value head h // (H / G). The T queries are the *last* T of the S
-    positions (the
-    first S - T come from a cache), so query t may attend to keys 0 .. S - T
-    + t.
-    Returns (B, H, T, Dh). With G == H this is ordinary multi-head
-    attention.
+    head h uses key/value head h // (H / G). The T queries are the *last* T
+    of the S positions (the first S - T come from a cache), so query t may
+    attend to keys 0 .. S - T + t. Returns (B, H, T, Dh). With G == H this
+    is ordinary multi-head attention.
     """
     heads, kv_heads = q.shape[-3], k.shape[-3]
     if heads % kv_heads:
@@ -285,10 +266,8 @@ class CausalSelfAttention(nn.Module):
     ``n_kv_heads`` key/value heads.
 
     Projections are bias-free: W_q (H*Dh, D), W_k and W_v (G*Dh, D), W_o (D,
-    H*Dh). The cache
-    (a :class:`KVCache`) stores keys and values as (B, G, S, Dh): G / H of
-    the size that
-    multi-head attention needs.
+    H*Dh). The cache (a :class:`KVCache`) stores keys and values as (B, G,
+    S, Dh): G / H of the size that multi-head attention needs.
     """
 
     def __init__(
@@ -332,8 +311,8 @@ class CausalSelfAttention(nn.Module):
         """x (B, T, D) -> (B, T, D).
 
         ``positions`` (T,) or (B, T): the tokens' positions (default: after
-        the cache's
-        ``len(cache)`` positions, i.e. 0 .. T - 1 without a cache).
+        the cache's ``len(cache)`` positions, i.e. 0 .. T - 1 without a
+        cache).
         """
         b, t, _ = x.shape
         q = (
@@ -366,16 +345,14 @@ class CausalSelfAttention(nn.Module):
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
 
 
-# --- the block and the model
-# ------------------------------------------------------------------
+# --- the block and the model ----------------------------------------------
 
 
 @dataclass
 class ModernConfig:
     """Sizes and choices of :class:`ModernLM`. The defaults are the modern
-    recipe; the other
-    values of ``norm``, ``ffn`` and ``positions`` give the 2017 choices for
-    ablations."""
+    recipe; the other values of ``norm``, ``ffn`` and ``positions`` give the
+    2017 choices for ablations."""
 
     vocab_size: int
     d_model: int = 128
@@ -383,9 +360,8 @@ class ModernConfig:
     n_heads: int = 4
     n_kv_heads: int | None = None  # None: = n_heads (multi-head attention)
     d_ff: int | None = None  # None: default_d_ff(d_model, ffn)
-    max_len: int = (
-        256  # only limits sinusoidal positions; RoPE has no table
-    )
+    # only limits sinusoidal positions; RoPE has no table
+    max_len: int = 256
     rope_theta: float = 10000.0
     norm: str = "rms"  # "rms" or "layer"
     ffn: str = "swiglu"  # "swiglu" or "relu"
@@ -442,9 +418,8 @@ class ModernLM(nn.Module):
     projection (optionally tied).
 
     ``forward(idx (B, T), cache=None) -> logits (B, T, V)``. With a cache (a
-    list of one
-    :class:`KVCache` per block, from :meth:`new_cache`) the tokens continue
-    the cached ones.
+    list of one :class:`KVCache` per block, from :meth:`new_cache`) the
+    tokens continue the cached ones.
     """
 
     def __init__(self, config: ModernConfig):
@@ -468,9 +443,8 @@ class ModernLM(nn.Module):
                 persistent=False,
             )
         # Unit-size embeddings; an untied head starts with unit-size logits.
-        # Tied, the shared
-        # matrix gets entries of size 1/sqrt(D), which gives unit-size
-        # logits too.
+        # Tied, the shared matrix gets entries of size 1/sqrt(D), which
+        # gives unit-size logits too.
         if config.tie_embeddings:
             nn.init.normal_(self.embed.weight, std=config.d_model**-0.5)
             self.head.weight = self.embed.weight
@@ -519,22 +493,18 @@ class ModernLM(nn.Module):
         tokens.
 
         With ``use_cache`` the prompt is run once and then one token per
-        step, reusing the
-        cached keys and values; without, every step re-runs the whole
-        sequence. Both give the
-        same tokens. Returns (B, T + max_new_tokens).
+        step, reusing the cached keys and values; without, every step
+        re-runs the whole sequence. Both give the same tokens. Returns (B, T
+        + max_new_tokens).
         """
         was_training = self.training
         self.eval()
         cache = self.new_cache() if use_cache else None
         new = idx
         for _ in range(max_new_tokens):
-            logits = self(new if use_cache else idx, cache)[
-                :, -1, :
-            ]  # (B, V)
-            next_id = sample_next_token(
-                logits, temperature, top_k, generator
-            )  # (B,)
+            step_input = new if use_cache else idx
+            logits = self(step_input, cache)[:, -1, :]  # (B, V)
+            next_id = sample_next_token(logits, temperature, top_k, generator)
             idx = torch.cat([idx, next_id[:, None]], dim=1)
             new = next_id[:, None]
         self.train(was_training)

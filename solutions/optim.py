@@ -1,7 +1,6 @@
 """Training pieces written out: the loss, gradient clipping, AdamW, the
-cosine schedule, batches
-of a token array, checkpoints, and a training loop for
-:class:`~solutions.modern.ModernLM`.
+cosine schedule, batches of a token array, checkpoints, and a training loop
+for :class:`~solutions.modern.ModernLM`.
 
 Each piece equals PyTorch's own (``F.cross_entropy``, ``clip_grad_norm_``,
 ``torch.optim.AdamW``) and the tests check that.
@@ -37,9 +36,8 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     ``targets`` (...).
 
     log softmax(z)_y = z_y - logsumexp(z), and logsumexp is computed stably
-    as
-    max + log(sum(exp(z - max))): no exp of a large number ever overflows.
-    Computed in float32.
+    as max + log(sum(exp(z - max))): no exp of a large number ever
+    overflows. Computed in float32.
     """
     logits = logits.float()
     top = logits.amax(dim=-1, keepdim=True)  # (..., 1)
@@ -58,9 +56,8 @@ def clip_grad_norm(
     ``max_norm``.
 
     The norm is that of all gradients concatenated into one vector.
-    Gradients are multiplied
-    by min(1, max_norm / (norm + eps)) in place. Returns the norm before
-    clipping.
+    Gradients are multiplied by min(1, max_norm / (norm + eps)) in place.
+    Returns the norm before clipping.
     """
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
@@ -173,9 +170,8 @@ def cosine_schedule(
     cosine_iters: int,
 ) -> float:
     """Learning rate at iteration ``it`` (from 0): linear warm-up from 0 to
-    ``max_lr`` over
-    ``warmup_iters``, cosine decay to ``min_lr`` at ``cosine_iters``, then
-    ``min_lr``."""
+    ``max_lr`` over ``warmup_iters``, cosine decay to ``min_lr`` at
+    ``cosine_iters``, then ``min_lr``."""
     if it < warmup_iters:
         return max_lr * it / warmup_iters
     if it <= cosine_iters:
@@ -194,10 +190,8 @@ def get_batch(
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``batch_size`` random windows of a 1-D token array: inputs (B, T) and
-    next-token
-    targets (B, T), the inputs shifted left by one. Works on a NumPy
-    ``memmap`` too (only the
-    windows are read)."""
+    next-token targets (B, T), the inputs shifted left by one. Works on a
+    NumPy ``memmap`` too (only the windows are read)."""
     n = len(data)
     if n <= context_length:
         raise ValueError(f"need more than {context_length} tokens, got {n}")
@@ -236,8 +230,7 @@ def load_checkpoint(
     path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer
 ) -> int:
     """Restore what :func:`save_checkpoint` saved into ``model`` and
-    ``optimizer``; return the
-    iteration number."""
+    ``optimizer``; return the iteration number."""
     saved = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
@@ -262,18 +255,14 @@ def train_lm(
     time_budget: float | None = None,
 ) -> list[dict]:
     """Train a next-token model on random windows of ``data`` (1-D) with the
-    pieces above:
-    :func:`get_batch`, :func:`cross_entropy`, :func:`clip_grad_norm`,
-    :class:`AdamW` (decay
-    on matrices only) and :func:`cosine_schedule` (down to ``min_lr``,
-    default max_lr / 10).
+    pieces above: :func:`get_batch`, :func:`cross_entropy`,
+    :func:`clip_grad_norm`, :class:`AdamW` (decay on matrices only) and
+    :func:`cosine_schedule` (down to ``min_lr``, default max_lr / 10).
 
     Returns one history entry every ``log_every`` steps: ``step``, ``loss``
-    (mean training loss
-    since the last entry), ``lr``, ``seconds``, and ``val_loss`` if
-    ``evaluate`` is given.
-    ``time_budget`` (seconds) stops early; the schedule still assumes
-    ``steps``.
+    (mean training loss since the last entry), ``lr``, ``seconds``, and
+    ``val_loss`` if ``evaluate`` is given. ``time_budget`` (seconds) stops
+    early; the schedule still assumes ``steps``.
     """
     gen = torch.Generator().manual_seed(seed)
     min_lr = max_lr / 10 if min_lr is None else min_lr
@@ -340,16 +329,13 @@ def bits_per_byte(
     batch_size: int = 32,
 ) -> float:
     """Bits per byte of text: the model's total next-token loss on ``ids``
-    (1-D), in bits,
-    divided by the UTF-8 bytes of the tokens it predicted. A
-    tokenizer-independent measure: a
-    character model and a BPE model of the same text compare directly.
+    (1-D), in bits, divided by the UTF-8 bytes of the tokens it predicted. A
+    tokenizer-independent measure: a character model and a BPE model of the
+    same text compare directly.
 
     ``token_bytes`` (V,) is each token's length in bytes. The text is cut
-    into consecutive
-    windows of ``window`` + 1 tokens that overlap by one, so every token but
-    the first is
-    predicted once.
+    into consecutive windows of ``window`` + 1 tokens that overlap by one,
+    so every token but the first is predicted once.
     """
     model.eval()
     starts = range(0, len(ids) - 1, window)

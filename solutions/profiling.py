@@ -16,10 +16,8 @@ __all__ = ["profile_step", "native_stderr_silenced"]
 @contextlib.contextmanager
 def native_stderr_silenced() -> Iterator[None]:
     """Send what C++ code writes to the process's stderr (file descriptor 2)
-    to /dev/null:
-    this PyTorch build's profiler logs "profiler_start/stop" lines there,
-    and a notebook
-    shows them as output."""
+    to /dev/null: this PyTorch build's profiler logs "profiler_start/stop"
+    lines there, and a notebook shows them as output."""
     sys.stderr.flush()
     saved = os.dup(2)
     with open(os.devnull, "w") as devnull:
@@ -33,8 +31,8 @@ def native_stderr_silenced() -> Iterator[None]:
 
 def profile_step(step: Callable[[], object], cuda: bool = False) -> profile:
     """Profile one call of ``step`` (run it once before, to warm up);
-    returns the profiler,
-    whose ``key_averages()`` table says where the time went."""
+    returns the profiler, whose ``key_averages()`` table says where the time
+    went."""
     activities = [ProfilerActivity.CPU] + (
         [ProfilerActivity.CUDA] if cuda else []
     )

@@ -120,8 +120,8 @@ def label_smoothed_cross_entropy(
 
 
 class LabelSmoothingLoss(nn.Module):
-    """Module form of :func:`label_smoothed_cross_entropy`: ``loss(logits,
-    target) -> scalar``."""
+    """Module form of :func:`label_smoothed_cross_entropy`:
+    ``loss(logits, target) -> scalar``."""
 
     def __init__(self, smoothing: float = 0.1, ignore_index: int = PAD):
         super().__init__()
@@ -198,9 +198,9 @@ def noam_lr(
 
         factor * d_model^-0.5 * min(step^-0.5, step * warmup_steps^-1.5)
 
-    It grows linearly for ``warmup_steps`` steps, peaks at ``step ==
-    warmup_steps`` with ``factor * (d_model * warmup_steps)^-0.5``, then
-    decays like 1 / sqrt(step).
+    It grows linearly for ``warmup_steps`` steps, peaks at
+    ``step == warmup_steps`` with ``factor * (d_model *
+    warmup_steps)^-0.5``, then decays like 1 / sqrt(step).
     """
     if step < 1:
         raise ValueError(f"step is counted from 1, got {step}")
@@ -258,9 +258,8 @@ def make_optimizer(
     ``weight_decay > 0``).
 
     ``lr`` is 1.0 because the schedule supplies the actual learning rate.
-    ``fused=True``: one
-    kernel updates every parameter (instead of a loop of small ones), same
-    results.
+    ``fused=True``: one kernel updates every parameter (instead of a loop of
+    small ones), same results.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if weight_decay > 0:
@@ -313,28 +312,23 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     weight_decay: float = 0.0  # > 0 switches Adam to AdamW
     amp: bool = False  # bf16 autocast (CUDA or CPU)
-    compile: bool = (
-        False  # torch.compile the model (slow to start, especially on CPU)
-    )
+    # torch.compile the model (slow to start, especially on CPU)
+    compile: bool = False
+
     # The fast path's other switches (chapter 10):
-    compile_dynamic: bool | None = (
-        None  # torch.compile(dynamic=...): True, one graph for all lengths
-    )
-    bucket: int | None = (
-        None  # pad lengths up to a multiple of this (few shapes to compile)
-    )
-    batch_tokens: int | None = (
-        None  # batches of at most this many padded tokens (not batch_size)
-    )
+    # torch.compile(dynamic=...): True, one graph for all lengths
+    compile_dynamic: bool | None = None
+    # pad lengths up to a multiple of this (few shapes to compile)
+    bucket: int | None = None
+    # batches of at most this many padded tokens (not batch_size)
+    batch_tokens: int | None = None
     # TF32 tensor-core matmuls for float32 (CUDA; no effect on a CPU)
     tf32: bool = False
     fused_adam: bool = False  # Adam's update in one fused kernel
-    avoid_cudnn_attention: bool = (
-        False  # keep SDPA off cuDNN (a new plan for every shape)
-    )
-    activation_checkpointing: bool = (
-        False  # recompute each layer in backward: less memory
-    )
+    # keep SDPA off cuDNN (a new plan for every shape)
+    avoid_cudnn_attention: bool = False
+    # recompute each layer in backward: less memory
+    activation_checkpointing: bool = False
     seed: int = 0  # seeds torch and random; epoch e's batches use seed + e
     # one history entry per this many steps (mean loss over them)
     log_every: int = 10
@@ -342,23 +336,19 @@ class TrainConfig:
     # save every this many steps (None: only when asked)
     checkpoint_every: int | None = None
     device: str | None = None  # None: pick_device()
-    threads: int | None = (
-        # CPU threads; None: time each candidate count, keep the fastest
-        None
-    )
-    progress: bool | None = (
-        None  # progress bar; None: only when stderr is a terminal
-    )
+    # CPU threads; None: time each candidate count, keep the fastest
+    threads: int | None = None
+    # progress bar; None: only when stderr is a terminal
+    progress: bool | None = None
 
 
 class Trainer:
     """Trains a :class:`~solutions.model.Transformer` on a list of (src,
     tgt) id pairs.
 
-    >>> trainer = Trainer(model, pairs, TrainConfig(steps=500))   # doctest:
-    +SKIP >>> history = trainer.train()                                  #
-    doctest: +SKIP >>> trainer.save("ckpt.pt")
-    # doctest: +SKIP
+    >>> trainer = Trainer(model, pairs, TrainConfig(steps=500))
+    >>> history = trainer.train()
+    >>> trainer.save("ckpt.pt")
 
     One step: batch -> logits = model(src, tgt_in) (B, T, V) ->
     label-smoothed loss against tgt_out (B, T) -> backward -> clip gradients
@@ -420,12 +410,10 @@ class Trainer:
             "tokens": 0,
             "seconds": 0.0,
         }
-        self._batches: list[Batch] | None = (
-            None  # the current epoch's batches
-        )
-        self.thread_choice: ThreadChoice | None = (
-            None  # set by the first train() on a CPU
-        )
+        # the current epoch's batches
+        self._batches: list[Batch] | None = None
+        # set by the first train() on a CPU
+        self.thread_choice: ThreadChoice | None = None
 
     def _fast_path(self, config: TrainConfig) -> None:
         """Apply the switches that act on the model or globally (see chapter
@@ -565,10 +553,9 @@ class Trainer:
 
     def _set_threads(self) -> None:
         """Set the CPU thread count: ``config.threads``, or the fastest for
-        this model and batch
-        size, measured once per process on a throw-away copy of the model
-        (so training itself,
-        its random numbers included, is exactly as without the measurement).
+        this model and batch size, measured once per process on a throw-away
+        copy of the model (so training itself, its random numbers included,
+        is exactly as without the measurement).
         """
         if self.config.threads is not None:
             torch.set_num_threads(self.config.threads)
@@ -667,8 +654,7 @@ class Trainer:
 
 
 # Thread counts measured so far in this process, by (parameter shapes, batch
-# shapes, amp,
-# candidate counts).
+# shapes, amp, candidate counts).
 _THREAD_CHOICES: dict[tuple, ThreadChoice] = {}
 
 
@@ -696,8 +682,8 @@ def train(
 ) -> list[dict]:
     """Train ``model`` on ``pairs`` in one call; returns the history.
 
-    Keyword arguments override fields of ``config``: ``train(model, pairs,
-    steps=300)``.
+    Keyword arguments override fields of ``config``:
+    ``train(model, pairs, steps=300)``.
     """
     config = dataclasses.replace(
         config if config is not None else TrainConfig(), **overrides
@@ -741,9 +727,8 @@ def exact_match(
 
     ``decode(model, src (B, S), max_len) -> (B, 1 + n)`` ids starting with
     BOS (greedy decoding by default; pass ``functools.partial(beam_search,
-    beam_size=4)`` for beam search). Output and
-    target are compared up to and including their first EOS: an output that
-    never ends is wrong.
+    beam_size=4)`` for beam search). Output and target are compared up to
+    and including their first EOS: an output that never ends is wrong.
     """
     if len(pairs) == 0:
         raise ValueError("no pairs to evaluate")

@@ -23,18 +23,14 @@ language:
                    1998"
 
 An example is one *value* (a number, an amount, a date) written in two
-languages. Train and test
-are split by value, with a hash that does not depend on any seed, so a value
-held out for
-testing never occurs in training, in any language or direction.
+languages. Train and test are split by value, with a hash that does not
+depend on any seed, so a value held out for testing never occurs in
+training, in any language or direction.
 
 One model translates every direction: source and target share one character
-vocabulary, and the
-source starts with a token naming the target language (``<2de>`` = "to
-German"), the trick of
-Google's multilingual NMT (Johnson et al., 2017). The source language is not
-named; the model
-recognises it.
+vocabulary, and the source starts with a token naming the target language
+(``<2de>`` = "to German"), the trick of Google's multilingual NMT (Johnson
+et al., 2017). The source language is not named; the model recognises it.
 """
 
 from __future__ import annotations
@@ -59,9 +55,8 @@ KINDS = ("cardinal", "ordinal", "currency", "date")
 TEST_FRACTION = 0.1
 
 # The values of each kind. Currency amounts are in cents: 101 is 1.01 euros;
-# whole-euro amounts
-# are left out because num2words writes them as "ninety-seven euro, zero
-# cents".
+# whole-euro amounts are left out because num2words writes them as
+# "ninety-seven euro, zero cents".
 FIRST_DATE, LAST_DATE = dt.date(1900, 1, 1), dt.date(2099, 12, 31)
 VALUE_RANGES = {
     "cardinal": range(0, 1_000),
@@ -89,8 +84,7 @@ def phrase(kind: str, value: int, lang: str) -> str:
     "siebenundneunzig"``.
 
     ``value`` is an integer for every kind: a number, an amount in cents, or
-    a date's
-    ``toordinal()``.
+    a date's ``toordinal()``.
     """
     return _phrase(kind, int(value), lang)
 
@@ -121,8 +115,7 @@ def value_split(kind: str, value: int) -> str:
     rest; fixed forever.
 
     A SHA-256 hash of ``"kind:value"`` decides, so the split depends on no
-    seed and no language:
-    a held-out value is held out in every direction.
+    seed and no language: a held-out value is held out in every direction.
     """
     digest = hashlib.sha256(f"{kind}:{int(value)}".encode("ascii")).digest()
     fraction = (
@@ -152,8 +145,7 @@ def directions(
 
 class Example(NamedTuple):
     """One parallel pair: ``value`` of ``kind`` written in ``src_lang``
-    (``src``) and
-    ``tgt_lang`` (``tgt``)."""
+    (``src``) and ``tgt_lang`` (``tgt``)."""
 
     src_lang: str
     tgt_lang: str
@@ -184,9 +176,8 @@ def translation_task(
     kinds: Sequence[str] = KINDS,
 ) -> list[Example]:
     """``num_examples`` random examples: direction, kind and value drawn
-    uniformly (the value
-    from the values of ``split``). The same arguments give the same examples
-    on every machine."""
+    uniformly (the value from the values of ``split``). The same arguments
+    give the same examples on every machine."""
     pairs, kinds = directions(languages), list(kinds)
     values = {kind: split_values(kind, split) for kind in kinds}
     g = torch.Generator().manual_seed(seed)
@@ -214,9 +205,8 @@ def translation_test_set(
     kinds: Sequence[str] = KINDS,
 ) -> list[Example]:
     """A balanced held-out set: for every direction and kind,
-    ``per_direction_and_kind``
-    distinct test values (the same values in every direction, so directions
-    compare fairly)."""
+    ``per_direction_and_kind`` distinct test values (the same values in
+    every direction, so directions compare fairly)."""
     g = torch.Generator().manual_seed(seed)
     chosen = {}
     for kind in kinds:
@@ -242,13 +232,10 @@ class TranslationTokenizer(CharTokenizer):
     token per language.
 
     Ids: 0, 1, 2 are PAD, BOS, EOS; then the characters of ``alphabet``;
-    then one id per language,
-    written ``<2en>``, ``<2fr>``, ... ("to English", "to French"). The
-    source is
-    ``[<2xx>, *chars]``, the target ``[BOS, *chars, EOS]``, both in the same
-    vocabulary, so the
-    model can share one embedding matrix between encoder, decoder and output
-    layer.
+    then one id per language, written ``<2en>``, ``<2fr>``, ... ("to
+    English", "to French"). The source is ``[<2xx>, *chars]``, the target
+    ``[BOS, *chars, EOS]``, both in the same vocabulary, so the model can
+    share one embedding matrix between encoder, decoder and output layer.
 
     >>> tok = TranslationTokenizer()
     >>> tok.decode(tok.encode_source("ninety-seven", "de"))
@@ -285,8 +272,8 @@ def encode_examples(
     examples: Sequence[Example], tok: TranslationTokenizer
 ) -> list[Pair]:
     """Examples -> id pairs ``(src, tgt)``: src ``(1 + len(src),)`` starting
-    with the
-    target-language token, tgt ``(len(tgt) + 2,)`` = ``[BOS, *chars, EOS]``.
+    with the target-language token, tgt ``(len(tgt) + 2,)`` =
+    ``[BOS, *chars, EOS]``.
     """
     return [
         (
