@@ -85,7 +85,7 @@ TF_STAMP := $(VENV_TF)/.installed
 $(TF_STAMP): requirements.txt pyproject.toml
 	test -x $(VENV_TF)/bin/python || $(PYTHON) -m venv $(VENV_TF)
 	$(VENV_TF)/bin/python -m pip install $(TF_PIN) \
-		$$(grep -E '^(keras|numpy|torch|tqdm|pytest|hypothesis)==' requirements.txt)
+		$$(grep -E '^(keras|numpy|torch|tqdm|regex|pytest|hypothesis)==' requirements.txt)
 	$(VENV_TF)/bin/python -m pip install --no-deps -e .
 	touch $@
 

@@ -221,6 +221,15 @@ def test_feedback_says_what_is_wrong(graded):
     assert "largest error" in text and "sqrt(d_k)" in text
 
 
+def test_each_submission_runs_in_the_sandbox_once(graded):
+    """nbgrader's sequential pass must find the verdicts computed ahead in parallel: one cache
+    entry per graded submission (two would mean its code ran twice, the second time alone)."""
+    root, rows = graded
+    ran = [row for row in rows.values() if row.status == "graded"]
+    assert len(ran) > 100
+    assert len(list((root / ".verdict_cache").glob("*.json"))) == len(ran)
+
+
 def test_grading_again_gives_the_same_grades(graded):
     root, rows = graded
     shutil.rmtree(root / ".verdict_cache")

@@ -365,6 +365,9 @@ def stage(root: Path, student: str, assignment: str) -> tuple[nbformat.NotebookN
         shutil.rmtree(target)
     target.mkdir(parents=True)
     nbformat.write(nb, target / f"{assignment}.ipynb")
+    # Grade what nbgrader will read from the staged file (cell sources joined into strings), so
+    # that its autograde pass finds the verdicts computed ahead in the cache.
+    nb = nbformat.read(target / f"{assignment}.ipynb", as_version=4)
     if _lstat_kind(folder / "timestamp.txt") == "file":
         try:
             from dateutil.parser import parse
