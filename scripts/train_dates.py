@@ -1,6 +1,7 @@
 """Date normalisation: train a small Transformer to turn "the 3rd of March 1998" into
 "1998-03-03", then measure greedy exact match on 2,000 held-out dates (calendar dates that never
-occur in training). Target: >= 99% within 5 minutes on a 2-core CPU.
+occur in training). Target: >= 99% within 5 minutes on a 2-core CPU; with ``--quick`` (a
+64-wide model, 1 + 1 layers, 3,000 steps, saved under ``runs/``), >= 99% within 2 minutes.
 
 Saves what the book's training chapter loads:
 
@@ -10,6 +11,7 @@ Saves what the book's training chapter loads:
   plus the held-out accuracy and the settings).
 
     python scripts/train_dates.py
+    python scripts/train_dates.py --quick
 
 Exits with status 1 if the target is missed.
 """
@@ -31,6 +33,9 @@ from solutions.training import TrainConfig, Trainer, exact_match, save_model
 
 TARGET = 0.99
 TIME_LIMIT_S = 300.0
+#: ``--quick``: a smaller model trained longer reaches the target in under 2 minutes.
+QUICK = dict(d_model=64, layers=1, steps=3000, out="runs/date_model_quick.pt",
+             curve="runs/date_curve_quick.json", time_limit=120.0)
 
 
 def main() -> int:
@@ -55,7 +60,15 @@ def main() -> int:
     parser.add_argument("--out", default="book/data/date_model.pt")
     parser.add_argument("--curve", default="book/data/date_curve.json")
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
+    parser.add_argument("--time-limit", type=float, default=TIME_LIMIT_S,
+                        help="seconds (data, training and evaluation) the target allows")
+    parser.add_argument("--quick", action="store_true",
+                        help="the 2-minute recipe: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
+    if "--quick" in sys.argv[1:]:
+        parser.set_defaults(**QUICK)
     args = parser.parse_args()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.curve).parent.mkdir(parents=True, exist_ok=True)
     print(f"CPU: {cpu_model()}, {available_cores()} cores, torch {torch.__version__}")
 
     start = time.perf_counter()  # the whole run counts: data, training, evaluation
@@ -99,8 +112,8 @@ def main() -> int:
           f"{history[-1]['loss']:.3f}, exact match on {len(test_pairs)} held-out dates "
           f"{100 * accuracy:.2f}%")
     print(f"saved {args.out} ({size_mb:.2f} MB) and {args.curve}")
-    ok = accuracy >= TARGET and total_s <= TIME_LIMIT_S
-    print("target met" if ok else f"TARGET MISSED (>= {100 * TARGET:.0f}% within {TIME_LIMIT_S:.0f} s)")
+    ok = accuracy >= TARGET and total_s <= args.time_limit
+    print("target met" if ok else f"TARGET MISSED (>= {100 * TARGET:.0f}% within {args.time_limit:.0f} s)")
     return 0 if ok else 1
 
 
