@@ -148,10 +148,10 @@ def _local_file(url: str, base_url: str) -> Path | None:
     return target
 
 
-# Text nodes outside code and outside typeset math: raw TeX delimiters there mean MathJax did
-# not typeset something.
-_RAW_MATH_JS = r"""
-() => {
+# Text nodes outside code and outside typeset math that match a pattern: raw TeX delimiters
+# there mean MathJax did not typeset something; a backtick means Markdown left unrendered.
+_TEXT_OUTSIDE_CODE_JS = r"""
+(pattern) => {
   const skip = new Set(['PRE', 'CODE', 'SCRIPT', 'STYLE', 'TEXTAREA', 'MJX-CONTAINER']);
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT, {
     acceptNode(node) {
@@ -164,13 +164,15 @@ _RAW_MATH_JS = r"""
     }
   });
   const found = [];
+  const re = new RegExp(pattern);
   for (let n = walker.nextNode(); n; n = walker.nextNode()) {
     const t = n.textContent;
-    if (/\$\$|\\\(|\\\)|\\\[|\\\]/.test(t)) found.push(t.trim().slice(0, 120));
+    if (re.test(t)) found.push(t.trim().slice(0, 120));
   }
   return found;
 }
 """
+_RAW_TEX = r"\$\$|\\\(|\\\)|\\\[|\\\]"
 
 
 def _open(page, url: str) -> None:
@@ -244,7 +246,7 @@ def _math_failures(page) -> list[str]:
         failures.append(f"{n_math} math elements but only {n_typeset} typeset")
     if page.locator("mjx-merror").count():
         failures.append("MathJax reported a TeX error (mjx-merror)")
-    raw = page.evaluate(_RAW_MATH_JS)
+    raw = page.evaluate(_TEXT_OUTSIDE_CODE_JS, _RAW_TEX)
     if raw:
         failures.append(f"raw TeX left on the page: {raw}")
     return failures
@@ -282,6 +284,8 @@ def test_page(page_name, base_url, context):
     _open(page, f"{base_url}/{page_name}.html")
 
     failures = _math_failures(page)
+    failures += [f"Markdown backticks left in the text: {text!r}"
+                 for text in page.evaluate(_TEXT_OUTSIDE_CODE_JS, "`")]
     failures += [f"image did not load: {src}" for src in page.evaluate(_BROKEN_IMAGES_JS)]
     failures += _link_failures(page, base_url)
     page.screenshot(path=_screenshot_path(page_name.replace("/", "__")), full_page=True)

@@ -93,16 +93,30 @@ def strip_bodies(code: str, names: set[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _inline(text: str) -> list[nodes.Node]:
+    """Plain text whose `backticked` parts become inline code, as in the book's Markdown."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: keep the text as it is
+        return [nodes.Text(text)]
+    return [nodes.literal(text=part) if k % 2 else nodes.Text(part)
+            for k, part in enumerate(parts) if part]
+
+
 def _prompt(found: list[tuple[str, Exercise]], folded: bool) -> nodes.Node:
-    names = ", ".join(f"exercise {number} (`{ex.name}`)" for number, ex in found)
-    text = (f"This code is {names} of this chapter's notebook (see Exercises below). "
-            + ("Try writing it yourself first; the reference solution is folded below."
-               if folded else "In this edition of the book its body is left for you to "
-               "write."))
+    paragraph = nodes.paragraph()
+    paragraph += nodes.Text("This code is ")
+    for k, (number, ex) in enumerate(found):
+        if k:
+            paragraph += nodes.Text(", ")
+        paragraph += nodes.Text(f"exercise {number} (")
+        paragraph += nodes.literal(text=ex.name)
+        paragraph += nodes.Text(")")
+    paragraph += nodes.Text(
+        " of this chapter's notebook (see Exercises below). "
+        + ("Try writing it yourself first; the reference solution is folded below."
+           if folded else "In this edition of the book its body is left for you to write."))
     note = nodes.admonition(classes=["exercise-prompt", "tip"])
     note += nodes.title(text="Your turn")
-    paragraph = nodes.paragraph()
-    paragraph += nodes.Text(text)
     note += paragraph
     return note
 
@@ -155,9 +169,9 @@ class ExercisesDirective(Directive):
         links += download_reference(
             "", "", nodes.literal(text=f"{name}.ipynb"), refdoc=env.docname,
             reftarget=os.path.relpath(notebook, page_dir), refexplicit=True)
-        links += nodes.Text(" (the notebook: it needs nothing but itself and "
-                            "`pip install torch numpy`; it runs in JupyterLab, VS Code and "
-                            "Google Colab), or ")
+        links += _inline(" (the notebook: it needs nothing but itself and "
+                         "`pip install torch numpy`; it runs in JupyterLab, VS Code and "
+                         "Google Colab), or ")
         links += nodes.reference("", f"{name}.zip", refuri=f"../exercises/{name}.zip",
                                  internal=False)
         links += nodes.Text(" (the same in a folder). In the repository it is "
@@ -172,7 +186,7 @@ class ExercisesDirective(Directive):
                 paragraph += nodes.strong(text=f"{numbers[item.name]} ")
                 paragraph += nodes.literal(text=item.name)
                 points = f"{item.points} point{'s' if item.points != 1 else ''}"
-                paragraph += nodes.Text(f" ({points}): {item.intro}")
+                paragraph += _inline(f" ({points}): {item.intro}")
                 entry += paragraph
                 items += entry
         intro = nodes.paragraph()
