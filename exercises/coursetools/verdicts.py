@@ -49,8 +49,7 @@ def is_test_cell(cell: NotebookNode) -> bool:
 
 def code_to_run(nb: NotebookNode) -> list[str]:
     """The code cells that run in the sandbox: everything but the test cells."""
-    return ["".join(cell.source) if isinstance(cell.source, list) else cell.source
-            for cell in nb.cells if cell.cell_type == "code" and not is_test_cell(cell)]
+    return [cell.source for cell in nb.cells if cell.cell_type == "code" and not is_test_cell(cell)]
 
 
 def course_secret(root: Path) -> bytes:
