@@ -2,16 +2,13 @@
 sequence unchanged.
 
 Vocabulary of 11 ids (PAD, BOS, EOS and 8 symbols), sequences of 10 symbols.
-For each seed,
-train a small Transformer (d_model 64, one encoder and one decoder layer:
-copying needs one
-alignment, and a second pair of layers doubles the cost of a step) on CPU
-and check greedy
-decoding on 1,000 held-out sequences: the target is 100% exact match for
-every seed, each run
+For each seed, train a small Transformer (d_model 64, one encoder and one
+decoder layer: copying needs one alignment, and a second pair of layers
+doubles the cost of a step) on CPU and check greedy decoding on 1,000
+held-out sequences: the target is 100% exact match for every seed, each run
 within 30 seconds of wall clock on an idle 2-core machine. The CPU seconds
-are printed too:
-with one thread they are close to what the run takes on an idle machine.
+are printed too: with one thread they are close to what the run takes on an
+idle machine.
 
     python scripts/train_copy.py                 # seeds 0 1 2
     python scripts/train_copy.py --seeds 3 4
@@ -83,8 +80,8 @@ def run(seed: int, args: argparse.Namespace) -> dict:
         args.steps * args.batch_size, seed, args.repeat_share
     )
     # Held-out sequences come from another seed; with 8^10 possible
-    # sequences, overlap with the
-    # training set is unlikely, but we check and drop any.
+    # sequences, overlap with the training set is unlikely, but we check
+    # and drop any.
     candidates = copy_task(
         args.test_size + 100, VOCAB, LENGTH, seed=10_000 + seed
     )

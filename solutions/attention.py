@@ -316,14 +316,13 @@ class MultiHeadAttention(nn.Module):
             query: (B, Q, D)
             key:   (B, K, D)
             value: (B, K, D)
-            mask: boolean, True = may attend, broadcastable to (B, H, Q,
-            K_total) where
-                K_total counts cached keys too.
+            mask: boolean, True = may attend, broadcastable to
+                (B, H, Q, K_total) where K_total counts cached keys too.
             cache: keys/values of earlier decoding steps (decoding only).
-            With
-                ``static_kv=False`` (self-attention) the new keys/values are
-                appended; with ``static_kv=True`` (cross-attention) they are
-                computed on the first call and reused afterwards.
+                With ``static_kv=False`` (self-attention) the new
+                keys/values are appended; with ``static_kv=True``
+                (cross-attention) they are computed on the first call and
+                reused afterwards.
         Returns:
             (B, Q, D)
         """

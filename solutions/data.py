@@ -220,8 +220,8 @@ DATE_TARGET_ALPHABET = "-0123456789"
 
 
 def ordinal(n: int) -> str:
-    """1 -> '1st', 2 -> '2nd', 3 -> '3rd', 4 -> '4th', 11 -> '11th', 22 ->
-    '22nd', ..."""
+    """1 -> '1st', 2 -> '2nd', 3 -> '3rd', 4 -> '4th', 11 -> '11th',
+    22 -> '22nd', ..."""
     if 11 <= n % 100 <= 13:
         return f"{n}th"
     suffix = {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
@@ -320,8 +320,8 @@ def date_task(
     split: str = "train",
     formats: Sequence[str] | None = None,
 ) -> list[tuple[str, str]]:
-    """Pairs ``(source_text, target_text)`` such as ``("Tuesday, 3 March
-    1998", "1998-03-03")``.
+    """Pairs ``(source_text, target_text)`` such as
+    ``("Tuesday, 3 March 1998", "1998-03-03")``.
 
     Dates are drawn uniformly from the dates of ``split`` ("train" or
     "test") between 1900-01-01 and 2099-12-31; each is written in a format
@@ -428,11 +428,11 @@ class Batch:
     Attributes:
         src: ``(B, S)`` source ids, right-padded with PAD.
         tgt_in: ``(B, T)`` decoder inputs: the padded target without its
-        last position.
+            last position.
         tgt_out: ``(B, T)`` decoder labels: the padded target without its
-        first position (BOS).
+            first position (BOS).
         num_tokens: number of non-PAD entries of ``tgt_out``, the tokens the
-        loss is averaged over.
+            loss is averaged over.
     """
 
     src: torch.Tensor

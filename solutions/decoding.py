@@ -109,8 +109,9 @@ def greedy_decode(
 
 
 def length_penalty(length: Tensor, alpha: float) -> Tensor:
-    """GNMT's length normalisation ((5 + length) / 6) ** alpha (Wu et al.,
-    2016); alpha = 0 turns it off, larger alpha favours longer outputs."""
+    """GNMT's length normalisation ((5 + length) / 6) ** alpha
+    (Wu et al., 2016); alpha = 0 turns it off, larger alpha favours longer
+    outputs."""
     return ((5.0 + length.float()) / 6.0) ** alpha
 
 
@@ -121,17 +122,16 @@ def beam_step(scores: Tensor, log_probs: Tensor, finished: Tensor,
 
     Args:
         scores: (B, k) total log-probability of each live hypothesis (-inf
-        for unused beams).
-        log_probs: (B * k, V) log-probabilities of the next token; row b * k
-        + j belongs to
-            hypothesis j of example b.
+            for unused beams).
+        log_probs: (B * k, V) log-probabilities of the next token; row
+            b * k + j belongs to hypothesis j of example b.
         finished: (B * k,) True for hypotheses that already produced EOS;
-        they may only be
-            extended by ``pad_id``, at no cost.
+            they may only be extended by ``pad_id``, at no cost.
     Returns:
         new scores (B, k), sorted from best to worst;
         rows (B * k,): for each new hypothesis, the row (b * k + j) of the
-        one it extends; tokens (B * k,): the token it was extended by.
+            one it extends;
+        tokens (B * k,): the token it was extended by.
     """
     batch, k = scores.shape
     vocab = log_probs.shape[-1]

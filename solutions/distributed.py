@@ -18,8 +18,9 @@ The recipe (data parallelism):
   gradient and optimiser state on each process, gathers a layer's parameters
   just before it runs, and reduce-scatters the gradients.
 * Both average gradients over processes. To equal one process's step on the
-  whole batch, each process's loss is (sum of its token losses) / (real
-  tokens in the global batch) * N (:func:`distributed_train_step`).
+  whole batch, each process's loss is
+  (sum of its token losses) / (real tokens in the global batch) * N
+  (:func:`distributed_train_step`).
 * ``torch.distributed.checkpoint`` (DCP) saves each process's shards in
   parallel and loads them into any number of processes: train on 2, resume
   on 1 or 8.
@@ -251,7 +252,7 @@ def load_distributed_checkpoint(
 ) -> int:
     """Load :func:`save_distributed_checkpoint`'s folder into a model
     wrapped for any number of processes (DCP reshards on load); returns the
-    step to continue from. """
+    step to continue from."""
     model_state, optim_state = get_state_dict(_plain(model), optimizer)
     state = {
         "model": model_state,

@@ -6,15 +6,15 @@ A matrix product of an (M, K) matrix by a (K, N) matrix costs
 term). Almost all of a Transformer's arithmetic is such products, so the
 cost of a step follows from the configuration and the batch's shape:
 
-* forward: every projection, feed-forward layer, attention score matrix (Q
-  Kᵀ), weighted sum (weights · V) and the output layer;
+* forward: every projection, feed-forward layer, attention score matrix
+  (Q Kᵀ), weighted sum (weights · V) and the output layer;
 * backward: twice the forward, because each product ``Y = X W`` needs two
   products of the same size in backward, ``dX = dY Wᵀ`` and ``dW = Xᵀ dY``.
 
 So a training step costs 3 forwards. Layer norms, softmax, dropout, the
 embedding lookup and the optimiser are left out: they are a few operations
-per number, not per product term, and the convention of MFU (PaLM, appendix
-B) counts matrix products only. This is also what
+per number, not per product term, and the convention of MFU
+(PaLM, appendix B) counts matrix products only. This is also what
 ``torch.utils.flop_counter.FlopCounterMode`` counts, which the tests use as
 the oracle.
 
@@ -75,16 +75,16 @@ class ModelShape:
 def forward_flops(
     shape: ModelShape, batch: int, src_len: int, tgt_len: int
 ) -> int:
-    """Matrix-product FLOPs of one forward pass on a (B, S) source and (B,
-    T) target batch.
+    """Matrix-product FLOPs of one forward pass on a (B, S) source and
+    (B, T) target batch.
 
-    Per encoder layer and source token: 4 projections (Q, K, V, out) of D x
-    D and the feed-forward's two D x F products. Per decoder layer and
+    Per encoder layer and source token: 4 projections (Q, K, V, out) of
+    D x D and the feed-forward's two D x F products. Per decoder layer and
     target token: the same for self-attention, Q and out of cross-attention,
     and the feed-forward; cross-attention's K and V project the S memory
-    tokens. Attention itself: Q Kᵀ and weights · V cost 2 * D * (queries)
-    * (keys) each, summed over the heads (the heads split D). Then the
-      output layer D x V.
+    tokens. Attention itself: Q Kᵀ and weights · V cost
+    2 * D * (queries) * (keys) each, summed over the heads (the heads
+    split D). Then the output layer D x V.
     """
     d, f, v = shape.d_model, shape.d_ff, shape.tgt_vocab_size
     matmul = 2  # FLOPs per multiply-add
@@ -133,10 +133,10 @@ def training_flops_per_token(
 ) -> float:
     """Training FLOPs per target token for sequences of these lengths.
 
-    Throughputs in this course count target tokens, so MFU = tokens/s * this
-    / peak. For a model whose attention is a small part, this is close to
-    ``6 * N`` with N the parameters that multiply (the 6N rule of Kaplan et
-    al., 2020), spread over S + T tokens.
+    Throughputs in this course count target tokens, so
+    MFU = tokens/s * this / peak. For a model whose attention is a small
+    part, this is close to ``6 * N`` with N the parameters that multiply
+    (the 6N rule of Kaplan et al., 2020), spread over S + T tokens.
     """
     return training_flops(shape, 1, src_len, tgt_len) / tgt_len
 

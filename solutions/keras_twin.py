@@ -17,19 +17,13 @@ broadcastable to (B, H, Q, K).
 
 What maps to what (PyTorch -> Keras):
 
-    nn.Linear(d_in, d_out), weight (d_out, d_in)
-        -> layers.Dense(d_out), kernel (d_in, d_out)
-    nn.LayerNorm(d, eps=1e-5), weight and bias
-        -> layers.LayerNormalization(epsilon=1e-5), gamma and beta
-           (Keras's default eps is 1e-3)
-    nn.Embedding(V, D), weight (V, D)
-        -> layers.Embedding(V, D), embeddings (V, D)
-    F.gelu (exact, erf)
-        -> ops.gelu(x, approximate=False)
-    x @ y, x.transpose(-2, -1), masked_fill
-        -> ops.matmul, ops.swapaxes, ops.where
-    module.train() / module.eval()
-        -> the ``training`` argument of a call
+    nn.Linear(d_in, d_out): weight (d_out, d_in)  ->  layers.Dense(d_out): kernel (d_in, d_out)
+    nn.LayerNorm(d, eps=1e-5): weight, bias       ->  layers.LayerNormalization(epsilon=1e-5):
+                                                      gamma, beta (Keras's default eps is 1e-3)
+    nn.Embedding(V, D): weight (V, D)             ->  layers.Embedding(V, D): embeddings (V, D)
+    F.gelu (exact, erf)                           ->  ops.gelu(x, approximate=False)
+    x @ y, x.transpose(-2, -1), masked_fill       ->  ops.matmul, ops.swapaxes, ops.where
+    module.train() / module.eval()                ->  the ``training`` argument of a call
 
 Weights move both ways through NumPy (:func:`copy_torch_to_keras`,
 :func:`copy_keras_to_torch`), so the transfer works whatever the backend.
@@ -111,7 +105,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout=None):
         q: (..., Q, Dk); k: (..., K, Dk); v: (..., K, Dv).
         mask: boolean, True = may attend, broadcastable to (..., Q, K).
         dropout: a callable applied to the attention weights (a
-        ``layers.Dropout``), or None.
+            ``layers.Dropout``), or None.
     Returns:
         output (..., Q, Dv) and weights (..., Q, K); a query with no allowed
         key gets zeros.
@@ -199,8 +193,8 @@ def sinusoidal_encoding(max_len: int, d_model: int):
     """The paper's fixed positional encodings, (max_len, d_model), with
     ``keras.ops``:
 
-        PE[pos, 2i] = sin(pos / 10000^(2i / d_model)),  PE[pos, 2i+1] =
-        cos(same angle)
+        PE[pos, 2i]   = sin(pos / 10000^(2i / d_model))
+        PE[pos, 2i+1] = cos(same angle)
     """
     position = ops.arange(max_len, dtype="float32")[:, None]  # (L, 1)
     inv_freq = ops.exp(
@@ -218,8 +212,8 @@ def sinusoidal_encoding(max_len: int, d_model: int):
 
 
 class SinusoidalPositionalEncoding(layers.Layer):
-    """Adds the fixed encoding to (B, L, D) embeddings; ``offset`` =
-    position of the first row."""
+    """Adds the fixed encoding to (B, L, D) embeddings;
+    ``offset`` = position of the first row."""
 
     def __init__(self, d_model: int, max_len: int = 5000, **kwargs):
         super().__init__(**kwargs)
@@ -299,8 +293,8 @@ class PositionwiseFeedForward(layers.Layer):
 
 
 class Sublayer(layers.Layer):
-    """Residual connection and layer norm around ``fn``: post-norm (the
-    paper) ``LayerNorm(x + Dropout(fn(x)))`` or pre-norm
+    """Residual connection and layer norm around ``fn``: post-norm
+    (the paper) ``LayerNorm(x + Dropout(fn(x)))`` or pre-norm
     ``x + Dropout(fn(LayerNorm(x)))``."""
 
     def __init__(
@@ -326,8 +320,8 @@ class Sublayer(layers.Layer):
 
 
 class EncoderLayer(layers.Layer):
-    """Self-attention then feed-forward, each in a residual sublayer: (B, S,
-    D) -> (B, S, D). Arguments as ``solutions.EncoderLayer``."""
+    """Self-attention then feed-forward, each in a residual sublayer:
+    (B, S, D) -> (B, S, D). Arguments as ``solutions.EncoderLayer``."""
 
     def __init__(
         self,
@@ -506,8 +500,8 @@ class Transformer(keras.Model):
         return self.encoder_norm(x) if self.encoder_norm is not None else x
 
     def decode(self, tgt, memory, memory_mask=None, tgt_mask=None):
-        """Target ids (B, T) and memory (B, S, D) -> logits (B, T,
-        V_tgt)."""
+        """Target ids (B, T) and memory (B, S, D) -> logits
+        (B, T, V_tgt)."""
         if tgt_mask is None:
             tgt_mask = target_mask(tgt, self.pad_id)
         x = self.embed_dropout(self.tgt_pos(self.tgt_embed(tgt)))
@@ -529,10 +523,9 @@ class Transformer(keras.Model):
 # --- weight transfer ------------------------------------------------------
 #
 # One walk over both models pairs every Keras variable with the PyTorch
-# tensor that holds the same
-# numbers, and says whether the matrix must be transposed (Dense kernels are
-# (d_in, d_out),
-# nn.Linear weights are (d_out, d_in)). Both directions use the same pairs.
+# tensor that holds the same numbers, and says whether the matrix must be
+# transposed (Dense kernels are (d_in, d_out), nn.Linear weights are
+# (d_out, d_in)). Both directions use the same pairs.
 
 
 def _weight_pairs(
@@ -748,8 +741,8 @@ def seq2seq_arrays(
     pairs: Sequence, pad_id: int = PAD
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(src, tgt) pairs of 1-D id tensors (``solutions.data``'s tasks) ->
-    NumPy arrays src (N, S), tgt_in (N, T) = tgt[:-1], tgt_out (N, T) =
-    tgt[1:], padded with ``pad_id``."""
+    NumPy arrays src (N, S), tgt_in (N, T) = tgt[:-1],
+    tgt_out (N, T) = tgt[1:], padded with ``pad_id``."""
     from .data import pad_sequences
 
     src = pad_sequences([s for s, _ in pairs], pad_id).numpy()
@@ -758,8 +751,8 @@ def seq2seq_arrays(
 
 
 class NoamSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """The paper's learning rate, ``solutions.noam_lr``: optimiser step k =
-    1, 2, ... gets factor * d_model^-0.5 * min(k^-0.5, k * warmup^-1.5).
+    """The paper's learning rate, ``solutions.noam_lr``: optimiser step
+    k = 1, 2, ... gets factor * d_model^-0.5 * min(k^-0.5, k * warmup^-1.5).
     (Keras counts steps from 0.)"""
 
     def __init__(

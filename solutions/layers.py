@@ -84,8 +84,8 @@ class TokenEmbedding(nn.Module):
 
 
 def sinusoidal_encoding(max_len: int, d_model: int) -> Tensor:
-    """The paper's fixed positional encodings (section 3.5), shape (max_len,
-    d_model):
+    """The paper's fixed positional encodings (section 3.5), shape
+    (max_len, d_model):
 
         PE[pos, 2i]   = sin(pos / 10000^(2i / d_model))
         PE[pos, 2i+1] = cos(pos / 10000^(2i / d_model))
@@ -209,8 +209,8 @@ class Sublayer(nn.Module):
         self.norm_first = norm_first
 
     def forward(self, x: Tensor, fn) -> Tensor:
-        """x (B, L, D); fn maps (B, L, D) -> (B, L, D). Returns (B, L,
-        D)."""
+        """x (B, L, D); fn maps (B, L, D) -> (B, L, D). Returns
+        (B, L, D)."""
         if self.norm_first:
             return x + self.dropout(fn(self.norm(x)))
         return self.norm(x + self.dropout(fn(x)))
@@ -222,11 +222,11 @@ class EncoderLayer(nn.Module):
 
     Args:
         d_model, num_heads, d_ff: widths; dropout: on attention weights and
-        sublayer outputs;
+            sublayer outputs;
         activation: "relu" or "gelu"; norm_first: pre-norm instead of the
-        paper's post-norm;
+            paper's post-norm;
         bias: biases in linear layers and layer norms; layer_norm_eps: as in
-        PyTorch.
+            PyTorch.
     """
 
     def __init__(
@@ -255,8 +255,8 @@ class EncoderLayer(nn.Module):
         )
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """x: (B, S, D); mask: True = may attend, broadcastable to (B, H, S,
-        S). -> (B, S, D)"""
+        """x: (B, S, D); mask: True = may attend, broadcastable to
+        (B, H, S, S). -> (B, S, D)"""
         x = self.attn_block(x, lambda y: self.self_attn(y, y, y, mask))
         return self.ff_block(x, self.feed_forward)
 
@@ -322,11 +322,11 @@ class DecoderLayer(nn.Module):
         Args:
             x: (B, T, D) decoder input; memory: (B, S, D) encoder output.
             self_mask: True = may attend, broadcastable to (B, H, T, T)
-            (usually causal & padding).
+                (usually causal & padding).
             memory_mask: True = may attend, broadcastable to (B, H, T, S)
-            (source padding).
+                (source padding).
             cache: (self-attention cache, cross-attention cache) for
-            step-by-step decoding.
+                step-by-step decoding.
         Returns:
             (B, T, D)
         """
@@ -424,8 +424,8 @@ class Decoder(nn.Module):
         cache: list[tuple[KVCache, KVCache]] | None = None,
     ) -> Tensor:
         """x: (B, T, D); memory: (B, S, D); masks as in
-        :class:`DecoderLayer`; cache: one (self, cross) pair per layer. ->
-        (B, T, D)"""
+        :class:`DecoderLayer`; cache: one (self, cross) pair per layer.
+        -> (B, T, D)"""
         for i, layer in enumerate(self.layers):
             x = layer(
                 x,

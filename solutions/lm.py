@@ -5,9 +5,9 @@ A GPT block is an encoder layer whose self-attention is causal: there is no
 encoder, so no cross-attention, and position i may only look at positions
 0..i. The model is
 
-    token embedding + learned positions -> N pre-norm layers (causal mask)
-    -> LayerNorm -> output head that shares its matrix with the token
-    embedding
+    token embedding + learned positions
+    -> N pre-norm layers (causal mask) -> LayerNorm
+    -> output head that shares its matrix with the token embedding
 
 and it is trained to predict every next token of a text at once: the target
 is the input shifted left by one.
@@ -48,20 +48,20 @@ __all__ = [
 
 
 class LanguageModel(nn.Module):
-    """A decoder-only Transformer: ``forward(idx (B, T)) -> next-token
-    logits (B, T, V)``.
+    """A decoder-only Transformer:
+    ``forward(idx (B, T)) -> next-token logits (B, T, V)``.
 
     Args:
         vocab_size: number of token ids V.
         d_model, num_heads, num_layers, d_ff: sizes of the stack of layers.
         dropout: on the embeddings, the attention weights and the sublayer
-        outputs.
-        max_len: longest context (learned positions exist for 0 .. max_len -
-        1).
+            outputs.
+        max_len: longest context (learned positions exist for
+            0 .. max_len - 1).
         norm_first: pre-norm layers (GPT-2 and later) instead of the paper's
-        post-norm.
-        activation: of the feed-forward layers, "gelu" (GPT) or "relu" (the
-        paper).
+            post-norm.
+        activation: of the feed-forward layers, "gelu" (GPT) or "relu"
+            (the paper).
     """
 
     def __init__(
@@ -249,8 +249,8 @@ def random_windows(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """``batch_size`` windows of ``length + 1`` consecutive tokens from the
-    1-D tensor ``data``, starting at random places: (batch_size, length +
-    1), ready for :func:`lm_loss`."""
+    1-D tensor ``data``, starting at random places:
+    (batch_size, length + 1), ready for :func:`lm_loss`."""
     if data.dim() != 1 or len(data) < length + 2:
         raise ValueError(
             f"data must be 1-D with more than {length + 1} tokens"

@@ -104,9 +104,9 @@ def accumulated_gradients_step(
     passes.
 
     The gradient equals that of :func:`~solutions.training.train_step` on
-    the whole batch: each micro-batch contributes (sum of its token losses)
-    / (real tokens in the whole batch). Returns the whole batch's loss (mean
-    over its real tokens), as a float.
+    the whole batch: each micro-batch contributes
+    (sum of its token losses) / (real tokens in the whole batch). Returns
+    the whole batch's loss (mean over its real tokens), as a float.
     """
     model.train()
     total_tokens = max(int((batch.tgt_out != PAD).sum()), 1)

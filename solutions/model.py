@@ -1,5 +1,5 @@
-"""The encoder-decoder Transformer of "Attention Is All You Need" (Vaswani
-et al., 2017)."""
+"""The encoder-decoder Transformer of "Attention Is All You Need"
+(Vaswani et al., 2017)."""
 
 from __future__ import annotations
 
@@ -31,10 +31,10 @@ class Transformer(nn.Module):
 
     Args:
         src_vocab_size, tgt_vocab_size: vocabulary sizes.
-        d_model: model width (512); num_heads: 8; num_encoder_layers,
-        num_decoder_layers: 6;
+        d_model: model width (512); num_heads: 8;
+            num_encoder_layers, num_decoder_layers: 6;
         d_ff: feed-forward width (2048); dropout: 0.1 (residual, embedding
-        and attention).
+            and attention).
         activation: "relu" (paper) or "gelu".
         norm_first: pre-norm layers instead of the paper's post-norm.
         final_norm: layer norm after each stack; default: only with pre-norm
@@ -42,10 +42,10 @@ class Transformer(nn.Module):
         positional: "sinusoidal" (paper) or "learned".
         max_len: longest sequence the positional encoding covers.
         tie_embeddings: share the target embedding matrix with the output
-        projection (paper 3.4).
+            projection (paper 3.4).
         share_embeddings: also share it with the source embedding (needs one
-        vocabulary for
-            both sides, as the paper's shared byte-pair vocabulary).
+            vocabulary for both sides, as the paper's shared byte-pair
+            vocabulary).
         pad_id: the padding token id, used to build the padding masks.
     """
 
@@ -177,8 +177,8 @@ class Transformer(nn.Module):
         return self.generator(x)
 
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
-        """Source ids (B, S), target input ids (B, T) -> logits (B, T,
-        V_tgt).
+        """Source ids (B, S), target input ids (B, T) -> logits
+        (B, T, V_tgt).
 
         Padding masks come from ``pad_id``; the target is masked causally
         (teacher forcing).

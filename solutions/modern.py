@@ -210,8 +210,8 @@ def apply_rope_halves(
 
 
 def interleaved_to_halves(x: Tensor) -> Tensor:
-    """Reorder the last axis from pairs (0,1), (2,3), ... to halves [0, 2,
-    4, ..., 1, 3, 5, ...].
+    """Reorder the last axis from pairs (0,1), (2,3), ... to halves
+    [0, 2, 4, ..., 1, 3, 5, ...].
 
     ``apply_rope_halves(interleaved_to_halves(x)) ==
     interleaved_to_halves(apply_rope(x))``: permuting the rows of W_q and
@@ -265,9 +265,9 @@ class CausalSelfAttention(nn.Module):
     """Causal self-attention with RoPE on queries and keys and
     ``n_kv_heads`` key/value heads.
 
-    Projections are bias-free: W_q (H*Dh, D), W_k and W_v (G*Dh, D), W_o (D,
-    H*Dh). The cache (a :class:`KVCache`) stores keys and values as (B, G,
-    S, Dh): G / H of the size that multi-head attention needs.
+    Projections are bias-free: W_q (H*Dh, D), W_k and W_v (G*Dh, D), W_o
+    (D, H*Dh). The cache (a :class:`KVCache`) stores keys and values as
+    (B, G, S, Dh): G / H of the size that multi-head attention needs.
     """
 
     def __init__(
@@ -494,8 +494,8 @@ class ModernLM(nn.Module):
 
         With ``use_cache`` the prompt is run once and then one token per
         step, reusing the cached keys and values; without, every step
-        re-runs the whole sequence. Both give the same tokens. Returns (B, T
-        + max_new_tokens).
+        re-runs the whole sequence. Both give the same tokens. Returns
+        (B, T + max_new_tokens).
         """
         was_training = self.training
         self.eval()

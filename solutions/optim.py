@@ -90,11 +90,10 @@ def adamw_step(
     ``exp_avg`` (m) and ``exp_avg_sq`` (v) are updated in place too;
     ``step`` counts from 1.
 
-        param <- param - lr * weight_decay * param           (decoupled
-        weight decay)
+        param <- param - lr * weight_decay * param  (decoupled weight decay)
         m <- beta1 m + (1 - beta1) g;   v <- beta2 v + (1 - beta2) g^2
-        param <- param - lr / (1 - beta1^t) * m / (sqrt(v / (1 - beta2^t)) +
-        eps)
+        param <- param - lr / (1 - beta1^t) * m
+                 / (sqrt(v / (1 - beta2^t)) + eps)
     """
     param.mul_(1 - lr * weight_decay)
     exp_avg.lerp_(grad, 1 - beta1)

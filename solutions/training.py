@@ -8,8 +8,8 @@ The recipe is the paper's (section 5):
   the right token and spreads eps uniformly over the vocabulary, so the
   model is never pushed towards infinite confidence.
 * **Adam** with beta1 = 0.9, beta2 = 0.98, eps = 1e-9.
-* **Warm-up then inverse square root decay** of the learning rate (formula
-  3)::
+* **Warm-up then inverse square root decay** of the learning rate
+  (formula 3)::
 
       lrate = d_model^-0.5 * min(step^-0.5, step * warmup_steps^-1.5)
 
@@ -84,7 +84,7 @@ def label_smoothed_cross_entropy(
     Args:
         logits: (N, V) or (B, T, V) unnormalised scores.
         target: (N,) or (B, T) token ids; positions equal to
-        ``ignore_index`` count for nothing.
+            ``ignore_index`` count for nothing.
         smoothing: eps in [0, 1); 0 gives the ordinary cross-entropy.
         ignore_index: the id whose positions are skipped (padding).
     Returns:
@@ -193,14 +193,15 @@ def train_step(
 def noam_lr(
     step: int, d_model: int, warmup_steps: int = 4000, factor: float = 1.0
 ) -> float:
-    """The paper's learning rate at optimiser step ``step`` (counted from
-    1), formula 3:
+    """The paper's learning rate at optimiser step ``step``
+    (counted from 1), formula 3:
 
         factor * d_model^-0.5 * min(step^-0.5, step * warmup_steps^-1.5)
 
     It grows linearly for ``warmup_steps`` steps, peaks at
-    ``step == warmup_steps`` with ``factor * (d_model *
-    warmup_steps)^-0.5``, then decays like 1 / sqrt(step).
+    ``step == warmup_steps`` with
+    ``factor * (d_model * warmup_steps)^-0.5``, then decays like
+    1 / sqrt(step).
     """
     if step < 1:
         raise ValueError(f"step is counted from 1, got {step}")
@@ -343,22 +344,23 @@ class TrainConfig:
 
 
 class Trainer:
-    """Trains a :class:`~solutions.model.Transformer` on a list of (src,
-    tgt) id pairs.
+    """Trains a :class:`~solutions.model.Transformer` on a list of
+    (src, tgt) id pairs.
 
-    >>> trainer = Trainer(model, pairs, TrainConfig(steps=500))
-    >>> history = trainer.train()
-    >>> trainer.save("ckpt.pt")
+    >>> trainer = Trainer(model, pairs, TrainConfig(steps=500))   # doctest: +SKIP
+    >>> history = trainer.train()                                  # doctest: +SKIP
+    >>> trainer.save("ckpt.pt")                                    # doctest: +SKIP
 
     One step: batch -> logits = model(src, tgt_in) (B, T, V) ->
     label-smoothed loss against tgt_out (B, T) -> backward -> clip gradients
     -> optimiser step -> schedule step.
 
-    Epoch ``e`` cuts the data into batches with ``batches_by_length(pairs,
-    batch_size, shuffle=True, seed=seed + e)``. A checkpoint stores the
-    model, optimiser, schedule, the position (step, epoch, batch within the
-    epoch), the history and every random state, so that ``Trainer(new_model,
-    pairs, config).resume(path)`` continues exactly where training stopped.
+    Epoch ``e`` cuts the data into batches with
+    ``batches_by_length(pairs, batch_size, shuffle=True, seed=seed + e)``. A
+    checkpoint stores the model, optimiser, schedule, the position (step,
+    epoch, batch within the epoch), the history and every random state, so
+    that ``Trainer(new_model, pairs, config).resume(path)`` continues
+    exactly where training stopped.
     """
 
     def __init__(
@@ -416,8 +418,8 @@ class Trainer:
         self.thread_choice: ThreadChoice | None = None
 
     def _fast_path(self, config: TrainConfig) -> None:
-        """Apply the switches that act on the model or globally (see chapter
-        10)."""
+        """Apply the switches that act on the model or globally (see
+        chapter 10)."""
         from .fastpath import avoid_cudnn_attention, set_tf32
         from .memory import use_activation_checkpointing
 
@@ -726,9 +728,10 @@ def exact_match(
     """Fraction of pairs whose decoded output is exactly the target.
 
     ``decode(model, src (B, S), max_len) -> (B, 1 + n)`` ids starting with
-    BOS (greedy decoding by default; pass ``functools.partial(beam_search,
-    beam_size=4)`` for beam search). Output and target are compared up to
-    and including their first EOS: an output that never ends is wrong.
+    BOS (greedy decoding by default; pass
+    ``functools.partial(beam_search, beam_size=4)`` for beam search). Output
+    and target are compared up to and including their first EOS: an output
+    that never ends is wrong.
     """
     if len(pairs) == 0:
         raise ValueError("no pairs to evaluate")
@@ -763,12 +766,11 @@ def save_model(
 
     Args:
         config: the keyword arguments of ``Transformer(...)`` that built
-        ``model``.
+            ``model``.
         half: store floating-point weights as float16 (half the size; plenty
-        for inference).
+            for inference).
         extra: anything else worth keeping (plain Python values), returned
-        by :func:`load_model`
-            under ``model.extra``.
+            by :func:`load_model` under ``model.extra``.
     """
     state = {
         k: v.half() if half and v.is_floating_point() else v
