@@ -7,28 +7,26 @@ language:
 * ``num2words`` writes numbers as words: cardinals, ordinals and amounts of
   money::
 
-      97   en "ninety-seven"   fr "quatre-vingt-dix-sept"   de
-      "siebenundneunzig"
-           es "noventa y siete"
+      97   en "ninety-seven"      fr "quatre-vingt-dix-sept"
+           de "siebenundneunzig"  es "noventa y siete"
 
   German says the units before the tens ("sieben-und-neunzig",
-  seven-and-ninety), so
-  translating it from English needs reordering, not just a word-for-word
-  lookup.
+  seven-and-ninety), so translating it from English needs reordering, not
+  just a word-for-word lookup.
 * ``babel`` (the Unicode CLDR data) writes full dates in each locale's own
   format::
 
       1998-03-03   en "Tuesday, March 3, 1998"   fr "mardi 3 mars 1998"
-                   de "Dienstag, 3. März 1998"   es "martes, 3 de marzo de
-                   1998"
+                   de "Dienstag, 3. März 1998"   es "martes, 3 de marzo de 1998"
 
 An example is one *value* (a number, an amount, a date) written in two
 languages. Train and test are split by value, with a hash that does not
 depend on any seed, so a value held out for testing never occurs in
 training, in any language or direction.
 
-One model translates every direction: source and target share one character
-vocabulary, and the source starts with a token naming the target language
+One model translates every direction: source and target share one subword
+vocabulary (a byte-level BPE learnt from training phrases of all four
+languages), and the source starts with a token naming the target language
 (``<2de>`` = "to German"), the trick of Google's multilingual NMT (Johnson
 et al., 2017). The source language is not named; the model recognises it.
 """
@@ -38,7 +36,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
-import string
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import NamedTuple
@@ -47,7 +44,8 @@ import torch
 from babel.dates import format_date
 from num2words import num2words
 
-from .data import NUM_SPECIAL, CharTokenizer, Pair
+from .bpe import BPETokenizer
+from .data import BOS, EOS, NUM_SPECIAL, PAD, Pair
 
 LANGUAGES = ("en", "fr", "de", "es")
 KINDS = ("cardinal", "ordinal", "currency", "date")
@@ -68,16 +66,6 @@ VALUE_RANGES = {
         FIRST_DATE.toordinal(), LAST_DATE.toordinal() + 1
     ),  # date.toordinal()
 }
-
-# Every character any phrase uses (tests/test_translation.py checks all of
-# them).
-ALPHABET = (
-    " ,-.0123456789"
-    + string.ascii_uppercase
-    + string.ascii_lowercase
-    + "ßáäèéóöúûü"
-)
-
 
 def phrase(kind: str, value: int, lang: str) -> str:
     """The value written in a language: ``phrase("cardinal", 97, "de") ==
@@ -227,45 +215,129 @@ def translation_test_set(
     ]
 
 
-class TranslationTokenizer(CharTokenizer):
-    """One character vocabulary for every language, plus a target-language
+class TranslationTokenizer:
+    """One subword vocabulary for every language, plus a target-language
     token per language.
 
-    Ids: 0, 1, 2 are PAD, BOS, EOS; then the characters of ``alphabet``;
-    then one id per language, written ``<2en>``, ``<2fr>``, ... ("to
-    English", "to French"). The source is ``[<2xx>, *chars]``, the target
-    ``[BOS, *chars, EOS]``, both in the same vocabulary, so the model can
-    share one embedding matrix between encoder, decoder and output layer.
+    The subwords are a byte-level BPE (:class:`solutions.bpe.BPETokenizer`)
+    trained on the phrases of training examples only, in all four languages
+    at once, so frequent pieces get one token each whatever their language:
+    ``" hundred"``, ``"quatre"``, ``"sieben"``, ``"undneunzig"``. A phrase is
+    3 to 10 tokens instead of 10 to 40 characters.
 
-    >>> tok = TranslationTokenizer()
-    >>> tok.decode(tok.encode_source("ninety-seven", "de"))
-    '<2de>ninety-seven'
+    Ids: 0, 1, 2 are PAD, BOS, EOS; 3 .. 3 + L - 1 are the language tokens,
+    written ``<2en>``, ``<2fr>``, ... ("to English", "to French"); then the
+    BPE's tokens, shifted by ``3 + L``. The source is ``[<2xx>, *subwords]``,
+    the target ``[BOS, *subwords, EOS]``, both in the same vocabulary, so the
+    model can share one embedding matrix between encoder, decoder and output
+    layer.
+
+    >>> tok = TranslationTokenizer.train()
+    >>> tok.pieces(tok.encode_source("ninety-seven", "de"))
+    ['<2de>', 'ninety', '-', 'seven']
+    >>> tok.decode(tok.encode("siebenundneunzig", add_bos=True, add_eos=True))
+    'siebenundneunzig'
     """
 
     def __init__(
-        self, languages: Sequence[str] = LANGUAGES, alphabet: str = ALPHABET
+        self, bpe: BPETokenizer, languages: Sequence[str] = LANGUAGES
     ) -> None:
-        super().__init__(alphabet)
+        self.bpe = bpe
         self.languages = tuple(languages)
-        first = NUM_SPECIAL + len(alphabet)
         self.lang_ids = {
-            lang: first + i for i, lang in enumerate(self.languages)
+            lang: NUM_SPECIAL + i for i, lang in enumerate(self.languages)
         }
-        self.itos.update(
-            {i: f"<2{lang}>" for lang, i in self.lang_ids.items()}
+        self.offset = NUM_SPECIAL + len(self.languages)  # of the BPE ids
+
+    @classmethod
+    def train(
+        cls,
+        vocab_size: int = 1000,
+        num_examples: int = 20_000,
+        languages: Sequence[str] = LANGUAGES,
+    ) -> TranslationTokenizer:
+        """Learn ``vocab_size - 3 - len(languages)`` BPE tokens (256 bytes
+        and the merges) from the source and target phrases of
+        ``num_examples`` training examples (``seed=0``). Held-out values
+        never take part, so they are cut into pieces learned elsewhere.
+        """
+        examples = translation_task(
+            num_examples, seed=0, languages=languages
         )
+        text = "\n".join(p for ex in examples for p in (ex.src, ex.tgt))
+        bpe = BPETokenizer.train(
+            text, vocab_size - NUM_SPECIAL - len(languages)
+        )
+        return cls(bpe, languages)
 
     @property
     def vocab_size(self) -> int:
-        return NUM_SPECIAL + len(self.alphabet) + len(self.languages)
+        return self.offset + self.bpe.vocab_size
+
+    def encode(
+        self, text: str, add_bos: bool = False, add_eos: bool = False
+    ) -> list[int]:
+        """Text -> subword ids (``+1`` for BOS, ``+1`` for EOS)."""
+        ids = [i + self.offset for i in self.bpe.encode(text)]
+        return [BOS] * add_bos + ids + [EOS] * add_eos
 
     def encode_source(self, text: str, tgt_lang: str) -> list[int]:
-        """Source text -> ``[<2tgt_lang>, *character ids]`` (no BOS/EOS: the
+        """Source text -> ``[<2tgt_lang>, *subword ids]`` (no BOS/EOS: the
         encoder sees all)."""
         return [self.lang_ids[tgt_lang]] + self.encode(text)
 
+    def pieces(self, ids: Sequence[int] | torch.Tensor) -> list[str]:
+        """The text of each id, one string per token (for plots and
+        printing); special ids as ``<pad>``, ``<bos>``, ``<eos>``,
+        ``<2xx>``."""
+        names = {PAD: "<pad>", BOS: "<bos>", EOS: "<eos>"}
+        names |= {i: f"<2{lang}>" for lang, i in self.lang_ids.items()}
+        return [
+            names[i] if i in names
+            else self.bpe.vocab[i - self.offset].decode("utf-8", "replace")
+            for i in torch.as_tensor(ids).tolist()
+        ]
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """Ids (a list or a 1-D tensor) -> text. Skips PAD, BOS and language
+        tokens, stops at the first EOS."""
+        out = []
+        for i in torch.as_tensor(ids).tolist():
+            if not 0 <= i < self.vocab_size:
+                raise ValueError(
+                    f"id {i} is outside the vocabulary "
+                    f"(size {self.vocab_size})"
+                )
+            if i == EOS:
+                break
+            if i >= self.offset:
+                out.append(i - self.offset)
+        return self.bpe.decode(out)
+
+    def to_dict(self) -> dict:
+        """Plain Python values that :meth:`from_dict` rebuilds this
+        tokenizer from (saved with the model)."""
+        return {
+            "languages": list(self.languages),
+            "merges": [[a.hex(), b.hex()] for a, b in self.bpe.merges],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TranslationTokenizer:
+        """The tokenizer :meth:`to_dict` described."""
+        merges = [
+            (bytes.fromhex(a), bytes.fromhex(b)) for a, b in data["merges"]
+        ]
+        vocab = {i: bytes([i]) for i in range(256)}
+        for a, b in merges:
+            vocab[len(vocab)] = a + b
+        return cls(BPETokenizer(vocab, merges), data["languages"])
+
     def __repr__(self) -> str:
-        return f"TranslationTokenizer(vocab_size={self.vocab_size}, languages={self.languages})"
+        return (
+            f"TranslationTokenizer(vocab_size={self.vocab_size}, "
+            f"languages={self.languages})"
+        )
 
 
 def encode_examples(
