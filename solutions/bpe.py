@@ -311,25 +311,32 @@ class BPETokenizer:
             "utf-8", errors="replace"
         )
 
-    def save(self, path: str | Path) -> None:
-        """Write the vocabulary, merges and special tokens as JSON (bytes in
-        hex)."""
-        data = {
+    def to_dict(self) -> dict:
+        """The vocabulary, merges and special tokens as plain JSON values
+        (bytes in hex); :meth:`from_dict` reads them back."""
+        return {
             "vocab": {str(i): b.hex() for i, b in self.vocab.items()},
             "merges": [[a.hex(), b.hex()] for a, b in self.merges],
             "special_tokens": self.special_tokens,
         }
-        Path(path).write_text(json.dumps(data))
 
     @classmethod
-    def load(cls, path: str | Path) -> BPETokenizer:
-        """Read a tokenizer written by :meth:`save`."""
-        data = json.loads(Path(path).read_text())
+    def from_dict(cls, data: dict) -> BPETokenizer:
+        """The tokenizer :meth:`to_dict` described."""
         vocab = {int(i): bytes.fromhex(h) for i, h in data["vocab"].items()}
         merges = [
             (bytes.fromhex(a), bytes.fromhex(b)) for a, b in data["merges"]
         ]
         return cls(vocab, merges, data["special_tokens"])
+
+    def save(self, path: str | Path) -> None:
+        """Write :meth:`to_dict` as JSON."""
+        Path(path).write_text(json.dumps(self.to_dict()))
+
+    @classmethod
+    def load(cls, path: str | Path) -> BPETokenizer:
+        """Read a tokenizer written by :meth:`save`."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
 
     def mergeable_ranks(self) -> dict[bytes, int]:
         """Bytes -> id of every ordinary token: what ``tiktoken.Encoding``

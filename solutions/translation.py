@@ -317,21 +317,12 @@ class TranslationTokenizer:
     def to_dict(self) -> dict:
         """Plain Python values that :meth:`from_dict` rebuilds this
         tokenizer from (saved with the model)."""
-        return {
-            "languages": list(self.languages),
-            "merges": [[a.hex(), b.hex()] for a, b in self.bpe.merges],
-        }
+        return {"languages": list(self.languages), "bpe": self.bpe.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict) -> TranslationTokenizer:
         """The tokenizer :meth:`to_dict` described."""
-        merges = [
-            (bytes.fromhex(a), bytes.fromhex(b)) for a, b in data["merges"]
-        ]
-        vocab = {i: bytes([i]) for i in range(256)}
-        for a, b in merges:
-            vocab[len(vocab)] = a + b
-        return cls(BPETokenizer(vocab, merges), data["languages"])
+        return cls(BPETokenizer.from_dict(data["bpe"]), data["languages"])
 
     def __repr__(self) -> str:
         return (
