@@ -12,6 +12,11 @@ For each task (the copy and date models with the sizes and batches of ``train_co
   warm-up schedule and clipping) on the same sizes, batches and number of steps; below 1.0
   means the Trainer is faster. Both sides pay for cutting the data into batches.
 
+A second table times attention alone, forward and backward, on the shapes these tasks meet
+(the copy model's 11 tokens, the date model's sources of 13-31 characters and targets of 11):
+the package's ``fused_attention`` (explicit for at most 32 keys on the CPU) against PyTorch's
+``F.scaled_dot_product_attention`` on the same inputs and padding mask.
+
 Timed runs alternate (Trainer, plain, Trainer, plain, ...) and the fastest of each counts, so
 that other work on the machine disturbs both sides alike. ``uptime`` is printed beside the table.
 
@@ -31,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from solutions.attention import fused_attention
 from solutions.cpu import available_cores, cpu_model, matmul_peak
 from solutions.data import (
     PAD,
@@ -135,6 +141,9 @@ def measure(task: str, threads: int, steps: int, repeats: int, dropout: float) -
         return PlainTransformer(src_vocab, tgt_vocab, dropout=dropout, **sizes)
 
     torch.set_num_threads(threads)
+    # The peak is measured before and after the timed runs and the higher one counts: a peak
+    # measured while the host is busy would be too low and flatter the ratio.
+    peaks = [(matmul_peak(threads), matmul_peak(threads, clock=time.process_time))]
     trainer(warm_pairs).train()  # warm-up: thread pool, allocator
     plain_loop(plain(), warm_pairs, batch_size, warmup, smoothing)
     ours_s, plain_s, ours_cpu_s = [], [], []
@@ -151,7 +160,8 @@ def measure(task: str, threads: int, steps: int, repeats: int, dropout: float) -
     with FlopCounterMode(display=False) as counter:  # the FLOPs of the same steps
         trainer(pairs).train()
     flops = counter.get_total_flops()
-    peak, cpu_peak = matmul_peak(threads), matmul_peak(threads, clock=time.process_time)
+    peaks.append((matmul_peak(threads), matmul_peak(threads, clock=time.process_time)))
+    peak, cpu_peak = (max(column) for column in zip(*peaks))
     ours_best, plain_best = min(ours_s), min(plain_s)
     return {"task": task, "threads": threads, "ms_per_step": 1e3 * ours_best / steps,
             "plain_ms_per_step": 1e3 * plain_best / steps, "ratio": ours_best / plain_best,
@@ -160,12 +170,53 @@ def measure(task: str, threads: int, steps: int, repeats: int, dropout: float) -
             "share_of_cpu_peak": flops / min(ours_cpu_s) / cpu_peak}
 
 
+#: (batch, heads, queries, keys, head width) of the attentions in the two tasks' models
+ATTENTION_SHAPES = {
+    "copy, every attention": (128, 4, 11, 11, 16),
+    "dates, short source": (128, 4, 13, 13, 32),
+    "dates, long source": (128, 4, 31, 31, 32),
+    "dates, cross (11 on 31)": (128, 4, 11, 31, 32),
+    "48 keys (PyTorch's kernel)": (128, 4, 48, 48, 32),
+}
+
+
+def attention_ratio(shape: tuple, threads: int, repeats: int = 20) -> tuple[float, float]:
+    """Milliseconds of a forward and backward pass of ``fused_attention`` and of
+    ``F.scaled_dot_product_attention`` on the same inputs (fastest of ``repeats``,
+    alternating)."""
+    batch, heads, queries, keys, width = shape
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(batch, heads, queries, width, generator=gen, requires_grad=True)
+    k, v = (torch.randn(batch, heads, keys, width, generator=gen, requires_grad=True)
+            for _ in range(2))
+    mask = torch.ones(batch, 1, 1, keys, dtype=torch.bool)
+    mask[: batch // 2, ..., keys - keys // 4:] = False  # half the batch is padded
+    grad = torch.randn(batch, heads, queries, width, generator=gen)
+
+    def step(attend) -> float:
+        start = time.perf_counter()
+        attend(q, k, v, mask).backward(grad)
+        return time.perf_counter() - start
+
+    def torch_sdpa(q, k, v, mask):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    torch.set_num_threads(threads)
+    times = {fused_attention: [], torch_sdpa: []}
+    for attend in times:
+        step(attend)  # warm-up
+    for _ in range(repeats):
+        for attend in times:
+            times[attend].append(step(attend))
+    return 1e3 * min(times[fused_attention]), 1e3 * min(times[torch_sdpa])
+
+
 def load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--steps", type=int, default=10, help="training steps per timed run")
@@ -186,10 +237,19 @@ def main() -> None:
                   f"{r['gflop_per_step']:>10.3f} {r['gflops']:>8.1f} {r['peak_gflops']:>7.1f} "
                   f"{100 * r['share_of_peak']:>8.1f}% {100 * r['share_of_cpu_peak']:>18.1f}%",
                   flush=True)
+    print(f"\n{'attention, forward + backward':>28} {'threads':>7} {'ours ms':>8} "
+          f"{'PyTorch ms':>10} {'ours/PyTorch':>12}")
+    for threads in args.threads:
+        for name, shape in ATTENTION_SHAPES.items():
+            ours, theirs = attention_ratio(shape, threads)
+            print(f"{name:>28} {threads:>7} {ours:>8.2f} {theirs:>10.2f} "
+                  f"{ours / theirs:>12.3f}", flush=True)
     print(f"({load()}; ms/step: the fastest of {args.repeats} runs of {args.steps} steps; "
-          f"peak: float32 1024x1024 matmul with as many threads; per CPU-s: FLOPs per "
-          f"CPU-second of this process, training against the matmul, which other work on "
-          f"the machine disturbs less than the wall clock)")
+          f"peak: float32 1024x1024 matmul with as many threads, the higher of before and "
+          f"after the runs; per CPU-s: FLOPs per CPU-second of this process, training against "
+          f"the matmul, which other work on the machine disturbs less than the wall clock; "
+          f"FLOPs: FlopCounterMode, which counts matrix products and attention, except inside "
+          f"PyTorch's fused CPU attention kernel, which it counts as 0)")
 
 
 if __name__ == "__main__":

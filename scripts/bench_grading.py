@@ -58,7 +58,7 @@ def make_class(root: Path, assignment: str, n: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--assignment", default="ch01_attention")
     parser.add_argument("--jobs", type=int, default=2)

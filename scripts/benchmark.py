@@ -122,7 +122,7 @@ def run(config, device: str, dropout: float, warmup: int, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dropout", type=float, default=0.1,
                         help="dropout for both models (they are timed in train mode)")

@@ -101,7 +101,7 @@ def onnx_greedy(session, src_ids: list[int]) -> list[int]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(ROOT / "book/data/date_model.pt"))
     parser.add_argument("--check", type=int, default=500,
                         help="held-out dates to compare with PyTorch")

@@ -39,7 +39,7 @@ QUICK = dict(d_model=64, layers=1, steps=3000, out="runs/date_model_quick.pt",
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train-size", type=int, default=None,
                         help="training examples (default: steps x batch size, so that every "
                              "example is fresh: a fixed set of 60k is memorised and then fails "

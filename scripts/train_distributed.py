@@ -48,7 +48,7 @@ from solutions.training import exact_match, make_optimizer, warmup_inverse_sqrt_
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--strategy", choices=("ddp", "fsdp", "none"), default="ddp")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=128, help="global batch (pairs)")

@@ -98,7 +98,7 @@ def score(examples, outputs) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=6000, help="at most this many steps")
     parser.add_argument("--cpu-budget", type=float, default=600.0,
                         help="stop training after this many seconds of CPU time per thread (the "

@@ -11,6 +11,7 @@ allowed.
 from .attention import (
     KVCache,
     MultiHeadAttention,
+    attention_few_keys,
     causal_mask,
     fused_attention,
     merge_heads,
@@ -53,6 +54,7 @@ __all__ = [
     "KVCache",
     "MultiHeadAttention",
     "causal_mask",
+    "attention_few_keys",
     "fused_attention",
     "merge_heads",
     "padding_mask",

@@ -12,6 +12,7 @@ from torch import nn
 
 from solutions import (
     MultiHeadAttention,
+    attention_few_keys,
     causal_mask,
     fused_attention,
     merge_heads,
@@ -128,6 +129,59 @@ def test_fully_masked_rows_have_finite_gradients():
         for t in (q, k, v):
             assert torch.isfinite(t.grad).all()
             t.grad = None
+
+
+@pytest.mark.parametrize("k_len", [1, 5, 11, 16, 17, 31, 32, 33])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_paths_match_torch_in_values_and_gradients(k_len, dtype):
+    """fused_attention takes attention_few_keys on the CPU up to 32 keys (keys-first scores
+    up to 16) and PyTorch's kernel beyond: both give PyTorch's outputs and gradients, and
+    zeros with zero gradients for queries that may attend to no key."""
+    gen = torch.Generator().manual_seed(k_len)
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    for q_len in (1, 7, k_len):
+        q = torch.randn(3, 2, q_len, 8, generator=gen, dtype=dtype)
+        k, v = (torch.randn(3, 2, k_len, 8, generator=gen, dtype=dtype) for _ in range(2))
+        mask = random_mask(gen, (3, 1, q_len, k_len), p_keep=0.8)
+        mask[0, 0, 0] = False  # a query with no key
+        grad_out = torch.randn(3, 2, q_len, 8, generator=gen, dtype=dtype)
+        results = []
+        for attend in (F.scaled_dot_product_attention, fused_attention, attention_few_keys):
+            leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+            out = attend(*leaves, mask)
+            if attend is F.scaled_dot_product_attention:  # its convention differs there
+                out = out.masked_fill(~mask.any(-1, keepdim=True), 0.0)
+            out.backward(grad_out)
+            results.append((out, *(t.grad for t in leaves)))
+        for got in results[1:]:
+            for a, b in zip(got, results[0]):
+                close(a, b, atol=tol, rtol=tol)
+        assert torch.equal(results[2][0][0, :, 0], torch.zeros(2, 8, dtype=dtype))
+
+
+@pytest.mark.parametrize("k_len", [4, 20])
+def test_attention_few_keys_takes_masks_of_every_rank(k_len):
+    gen = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 3, n, 4, generator=gen) for n in (6, k_len, k_len))
+    keep = random_mask(gen, (k_len,))
+    keep[0] = True
+    for mask in (keep, keep[None], keep[None, None], keep[None, None, None],
+                 torch.tensor(True)):
+        expected, _ = scaled_dot_product_attention(q, k, v, mask)
+        close(attention_few_keys(q, k, v, mask), expected)
+
+
+def test_attention_few_keys_drops_weights_without_bias():
+    """With dropout, each output is the no-dropout output in expectation, and it differs
+    from run to run."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 5, 4, generator=gen) for _ in range(3))
+    mask = torch.ones(5, 5, dtype=torch.bool).tril()
+    plain = attention_few_keys(q, k, v, mask)
+    torch.manual_seed(0)
+    runs = torch.stack([attention_few_keys(q, k, v, mask, dropout_p=0.3) for _ in range(4000)])
+    assert not torch.equal(runs[0], runs[1])
+    close(runs.mean(0), plain, atol=0.05, rtol=0)
 
 
 def test_masks_and_head_helpers():

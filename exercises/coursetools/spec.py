@@ -114,7 +114,8 @@ D = "solutions.decoding:"
 
 #: Chapters 1 and 2's code, provided from chapter 4 on.
 MULTI_HEAD_ATTENTION = [Provided(A + name) for name in (
-    "check_mask", "softmax", "scaled_dot_product_attention", "fused_attention", "split_heads",
+    "check_mask", "softmax", "scaled_dot_product_attention", "attention_few_keys",
+    "fused_attention", "split_heads",
     "merge_heads", "KVCache", "MultiHeadAttention")]
 
 ASSIGNMENTS: list[Assignment] = [
@@ -149,6 +150,7 @@ ASSIGNMENTS: list[Assignment] = [
             Provided(A + "check_mask"),
             Provided(A + "softmax"),
             Provided(A + "scaled_dot_product_attention"),
+            Provided(A + "attention_few_keys"),
             Provided(A + "fused_attention"),
             Provided(A + "KVCache"),
             Exercise(A + "split_heads", 1,
@@ -248,6 +250,7 @@ ASSIGNMENTS: list[Assignment] = [
             Provided(A + "check_mask"),
             Provided(A + "softmax"),
             Provided(A + "scaled_dot_product_attention"),
+            Provided(A + "attention_few_keys"),
             Provided(A + "fused_attention"),
             Provided(A + "padding_mask"),
             Provided(A + "causal_mask"),
