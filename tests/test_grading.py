@@ -17,11 +17,14 @@ import importlib
 import json
 import pkgutil
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
+import torch
 
-from coursetools import course
+from coursetools import course, grading
+from coursetools.checks.core import CHECKERS
 from coursetools.spec import ASSIGNMENTS, Exercise
 
 import mistakes
@@ -114,6 +117,33 @@ def graded(tmp_path_factory, released_course):
     submit(root, "crashing", a1, crashing)
     rows = course.grade(root, jobs=2)
     return root, {(r.student, r.assignment): r for r in rows}
+
+
+@pytest.mark.parametrize("name", ["train_step", "forward_flops"])
+def test_references_computed_in_parallel_threads_agree(name):
+    """course.grade judges submissions in threads, and these references use process-wide
+    state (train_step seeds the global generator for its dropout masks, forward_flops picks
+    the attention backend). Computed concurrently (without the judge's lock about 1 in 4 of
+    train_step's disagreed), every reference must equal the one computed alone."""
+    checker = CHECKERS[name]
+    cases = checker.cases(torch.Generator().manual_seed(0), hidden=True)
+    alone = [checker.expected(case) for case in cases]
+    wrong = []
+
+    def judge():
+        for _ in range(4):
+            for case, want in zip(cases, alone):
+                got = grading.reference(checker, case)
+                wrong.extend(key for key, value in want.items()
+                             if isinstance(value, torch.Tensor)
+                             and not torch.equal(value, got[key]))
+
+    workers = [threading.Thread(target=judge) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert not wrong, wrong
 
 
 def test_blank_scores_zero_and_correct_full_marks(graded):

@@ -33,6 +33,7 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -199,6 +200,20 @@ def _output_problems(checker, got: dict, expected: dict) -> list[str]:
     return problems
 
 
+#: Checker.expected and Checker.hint may use process-wide state: the global random generator,
+#: seeded so that the reference draws the same dropout masks as the student's code did, and
+#: PyTorch's switches of attention backends (``sdpa_kernel``). ``course.grade`` judges
+#: submissions in threads, and two references interleaving there got wrong answers (a correct
+#: forward_flops lost a requirement), so references run one at a time.
+REFERENCE_LOCK = threading.RLock()
+
+
+def reference(checker, case: dict) -> dict:
+    """``checker.expected(case)``, one reference at a time in this process."""
+    with REFERENCE_LOCK:
+        return checker.expected(case)
+
+
 def judge_case(name: str, n: int, c: int, case: dict, visible: bool, out: Path
                ) -> tuple[str | None, str | None]:
     """(problem, whole_exercise_problem) for case ``c`` of exercise ``n``; both None if right.
@@ -227,7 +242,7 @@ def judge_case(name: str, n: int, c: int, case: dict, visible: bool, out: Path
         words = words if re.fullmatch(r"[A-Za-z]+", words) else "an exception"
         article = "" if words == "an exception" else "a "
         return f"{where}: your code raised {article}{words}", None
-    expected = checker.expected(case)
+    expected = reference(checker, case)
     limit = sum(t.numel() * t.element_size() for t in expected.values()
                 if isinstance(t, torch.Tensor) and not t.is_meta) + OUTPUT_SLACK_BYTES
     fd = _open_plain(out / f"{n}_{c}.npz", 8 * limit)
@@ -245,8 +260,9 @@ def judge_case(name: str, n: int, c: int, case: dict, visible: bool, out: Path
         problems = [_hidden_words(p, expected.get(p.split(":", 1)[0])) for p in problems]
     message = f"{where}:\n  " + "\n  ".join(problems)
     try:
-        hint = checker.hint(case, got) if not any(isinstance(v, NotTensor | Header)
-                                                   for v in got.values()) else None
+        with REFERENCE_LOCK:
+            hint = checker.hint(case, got) if not any(isinstance(v, NotTensor | Header)
+                                                       for v in got.values()) else None
     except Exception:
         hint = None
     if hint:
