@@ -156,7 +156,7 @@ def attention_few_keys(
     row of about 11 keys: some 13 ns per entry, against under 1 ns along a
     long dimension. With up to 16 keys the scores are therefore laid out
     keys-first, (..., K, Q), so that softmax runs across queries as well.
-    On the course's shapes a forward and backward pass then takes 0.4-0.8
+    On the course's shapes a forward and backward pass then takes 0.37-0.85
     of the fused kernel's time (``scripts/bench_cpu.py`` measures it).
     Masked scores get the lowest finite float instead of ``-inf``, and
     queries with no allowed key get zeros, so no NaN can appear.
