@@ -10,12 +10,16 @@ For each task (the copy and date models with the sizes and batches of ``train_co
 * **Trainer / plain**: wall time of ``Trainer.train`` against a minimal plain-PyTorch loop
   (``nn.Embedding`` + ``nn.Transformer`` + ``nn.Linear``, ``F.cross_entropy``, Adam, the same
   warm-up schedule and clipping) on the same sizes, batches and number of steps; below 1.0
-  means the Trainer is faster. Both sides pay for cutting the data into batches.
+  means the Trainer is faster. Both sides pay for cutting the data into batches. The plain
+  loop uses PyTorch's dropout and Adam as they come; the Trainer, on a CPU, draws dropout
+  masks 16 bits at a time (``solutions.cpu.fast_cpu_dropout``) and fuses Adam's update.
 
 A second table times attention alone, forward and backward, on the shapes these tasks meet
 (the copy model's 11 tokens, the date model's sources of 13-31 characters and targets of 11):
 the package's ``fused_attention`` (explicit for at most 32 keys on the CPU) against PyTorch's
-``F.scaled_dot_product_attention`` on the same inputs and padding mask.
+``F.scaled_dot_product_attention`` on the same inputs and padding mask. A third times dropout
+alone, forward and backward, on the activations and attention weights of the same models: the
+Trainer's masks (``solutions.cpu.fast_dropout``) against ``F.dropout``.
 
 Timed runs alternate (Trainer, plain, Trainer, plain, ...) and the fastest of each counts, so
 that other work on the machine disturbs both sides alike. ``uptime`` is printed beside the table.
@@ -37,7 +41,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from solutions.attention import fused_attention
-from solutions.cpu import available_cores, cpu_model, matmul_peak
+from solutions.cpu import available_cores, cpu_model, fast_dropout, matmul_peak
 from solutions.data import (
     PAD,
     batches_by_length,
@@ -170,6 +174,21 @@ def measure(task: str, threads: int, steps: int, repeats: int, dropout: float) -
             "share_of_cpu_peak": flops / min(ours_cpu_s) / cpu_peak}
 
 
+def fastest_ms(runs: list, repeats: int) -> list[float]:
+    """Milliseconds of each callable in ``runs``: one warm-up each, then ``repeats`` rounds
+    that call them in turn (so that other work on the machine disturbs all alike); the
+    fastest round of each counts."""
+    for run in runs:
+        run()
+    times = [[] for _ in runs]
+    for _ in range(repeats):
+        for run, spent in zip(runs, times):
+            start = time.perf_counter()
+            run()
+            spent.append(time.perf_counter() - start)
+    return [1e3 * min(spent) for spent in times]
+
+
 #: (batch, heads, queries, keys, head width) of the attentions in the two tasks' models
 ATTENTION_SHAPES = {
     "copy, every attention": (128, 4, 11, 11, 16),
@@ -180,7 +199,7 @@ ATTENTION_SHAPES = {
 }
 
 
-def attention_ratio(shape: tuple, threads: int, repeats: int = 20) -> tuple[float, float]:
+def attention_ratio(shape: tuple, threads: int, repeats: int = 20) -> list[float]:
     """Milliseconds of a forward and backward pass of ``fused_attention`` and of
     ``F.scaled_dot_product_attention`` on the same inputs (fastest of ``repeats``,
     alternating)."""
@@ -193,22 +212,32 @@ def attention_ratio(shape: tuple, threads: int, repeats: int = 20) -> tuple[floa
     mask[: batch // 2, ..., keys - keys // 4:] = False  # half the batch is padded
     grad = torch.randn(batch, heads, queries, width, generator=gen)
 
-    def step(attend) -> float:
-        start = time.perf_counter()
-        attend(q, k, v, mask).backward(grad)
-        return time.perf_counter() - start
-
     def torch_sdpa(q, k, v, mask):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
     torch.set_num_threads(threads)
-    times = {fused_attention: [], torch_sdpa: []}
-    for attend in times:
-        step(attend)  # warm-up
-    for _ in range(repeats):
-        for attend in times:
-            times[attend].append(step(attend))
-    return 1e3 * min(times[fused_attention]), 1e3 * min(times[torch_sdpa])
+    return fastest_ms([lambda attend=attend: attend(q, k, v, mask).backward(grad)
+                       for attend in (fused_attention, torch_sdpa)], repeats)
+
+
+#: shapes dropout meets in the two tasks' models: activations and attention weights
+DROPOUT_SHAPES = {
+    "copy, activations": (128, 11, 64),
+    "copy, attention weights": (128, 4, 11, 11),
+    "dates, activations": (128, 31, 128),
+    "dates, attention weights": (128, 4, 31, 31),
+}
+
+
+def dropout_ratio(shape: tuple, threads: int, repeats: int = 20) -> list[float]:
+    """Milliseconds of a forward and backward pass of dropout (p = 0.1) with the Trainer's
+    masks (:func:`solutions.cpu.fast_dropout`) and with ``F.dropout`` (fastest of ``repeats``,
+    alternating)."""
+    x = torch.randn(shape, requires_grad=True)
+    grad = torch.randn(shape)
+    torch.set_num_threads(threads)
+    return fastest_ms([lambda dropout=dropout: dropout(x, 0.1).backward(grad)
+                       for dropout in (fast_dropout, F.dropout)], repeats)
 
 
 def load() -> str:
@@ -237,13 +266,15 @@ def main() -> None:
                   f"{r['gflop_per_step']:>10.3f} {r['gflops']:>8.1f} {r['peak_gflops']:>7.1f} "
                   f"{100 * r['share_of_peak']:>8.1f}% {100 * r['share_of_cpu_peak']:>18.1f}%",
                   flush=True)
-    print(f"\n{'attention, forward + backward':>28} {'threads':>7} {'ours ms':>8} "
-          f"{'PyTorch ms':>10} {'ours/PyTorch':>12}")
-    for threads in args.threads:
-        for name, shape in ATTENTION_SHAPES.items():
-            ours, theirs = attention_ratio(shape, threads)
-            print(f"{name:>28} {threads:>7} {ours:>8.2f} {theirs:>10.2f} "
-                  f"{ours / theirs:>12.3f}", flush=True)
+    for title, shapes, timed in [("attention", ATTENTION_SHAPES, attention_ratio),
+                                 ("dropout", DROPOUT_SHAPES, dropout_ratio)]:
+        print(f"\n{title + ', forward + backward':>28} {'threads':>7} {'ours ms':>8} "
+              f"{'PyTorch ms':>10} {'ours/PyTorch':>12}")
+        for threads in args.threads:
+            for name, shape in shapes.items():
+                ours, theirs = timed(shape, threads)
+                print(f"{name:>28} {threads:>7} {ours:>8.2f} {theirs:>10.2f} "
+                      f"{ours / theirs:>12.3f}", flush=True)
     print(f"({load()}; ms/step: the fastest of {args.repeats} runs of {args.steps} steps; "
           f"peak: float32 1024x1024 matmul with as many threads, the higher of before and "
           f"after the runs; per CPU-s: FLOPs per CPU-second of this process, training against "

@@ -181,7 +181,11 @@ def attention_few_keys(
         weights = F.dropout(weights, p=dropout_p)
     out = weights @ v
     if mask is not None:
-        out = out.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
+        allowed = mask.any(dim=-1, keepdim=True)
+        # (a pass over the output, forward and backward, that padding masks
+        # never need: there every query may attend to some key)
+        if torch.compiler.is_compiling() or not allowed.all():
+            out = out.masked_fill(~allowed, 0.0)
     return out
 
 

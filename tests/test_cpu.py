@@ -1,18 +1,24 @@
-"""solutions.cpu (thread choice, matmul peak) and how the Trainer uses it."""
+"""solutions.cpu (thread choice, matmul peak, fast dropout) and how the Trainer uses it."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from solutions import training
+from solutions.attention import MultiHeadAttention
 from solutions.cpu import (
     ThreadChoice,
     cpu_model,
+    dropout_mask,
+    fast_cpu_dropout,
+    fast_dropout,
     fastest_thread_count,
     matmul_peak,
     thread_candidates,
@@ -141,3 +147,137 @@ def test_copy_training_pairs():
     assert all(torch.equal(a[0], b[0]) for a, b in zip(pairs[100:], plain[100:]))
     ids = sequence_ids(pairs)
     assert len(set(ids.tolist())) == len({tuple(s.tolist()) for s, _ in pairs})
+
+
+# --- dropout masks from 16-bit random numbers
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5, 0.9])
+def test_dropout_mask_drops_each_element_with_probability_p(p):
+    torch.manual_seed(0)
+    n = 400_000
+    keep, factor = dropout_mask((n,), p)
+    assert keep.dtype == torch.bool and keep.shape == (n,)
+    # each of the four 16-bit numbers a 64-bit word gives is uniform: the keep rate at
+    # every position modulo 4 is 1 - p (within 5 standard deviations)
+    sd = (p * (1 - p) / (n / 4)) ** 0.5
+    for position in range(4):
+        rate = keep[position::4].double().mean().item()
+        assert abs(rate - (1 - p)) < 5 * sd + 2**-17, (position, rate)
+    # the factor makes the mask's mean exactly 1 for the keep probability drawn with
+    keep_levels = round((1 - p) * 2**16)
+    assert factor == 2**16 / keep_levels
+    # neighbours are independent: both kept about (1 - p)^2 of the time
+    both = (keep[:-1] & keep[1:]).double().mean().item()
+    assert abs(both - (1 - p) ** 2) < 5 * ((1 - p) ** 2 / n) ** 0.5 + 2**-16
+
+
+def test_dropout_mask_edges_and_reproducibility():
+    assert dropout_mask((3, 5), 0.0)[0].all()
+    keep, factor = dropout_mask((3, 5), 1.0)
+    assert not keep.any() and factor == 0.0
+    assert dropout_mask((0, 4), 0.5)[0].shape == (0, 4)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        dropout_mask((2,), 1.5)
+    torch.manual_seed(3)
+    first = dropout_mask((7, 9), 0.5)[0]
+    torch.manual_seed(3)
+    assert torch.equal(dropout_mask((7, 9), 0.5)[0], first)  # drawn from torch's generator
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_fast_dropout_values_and_gradient(dtype, transposed):
+    x = torch.randn(64, 33, dtype=dtype)
+    x = (x.t().contiguous().t() if transposed else x).requires_grad_()
+    torch.manual_seed(1)
+    keep, factor = dropout_mask(x.shape, 0.25)
+    torch.manual_seed(1)
+    y = fast_dropout(x, 0.25)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y, torch.where(keep, x * factor, 0.0).to(dtype), rtol=0, atol=0)
+    grad = torch.randn_like(x)
+    y.backward(grad)
+    torch.testing.assert_close(x.grad, torch.where(keep, grad * factor, 0.0).to(dtype))
+    assert fast_dropout(x, 0.25, train=False) is x
+    assert fast_dropout(x, 0.0) is x
+    x.grad = None
+    dropped = fast_dropout(x, 1.0)
+    dropped.backward(grad)
+    assert not dropped.any() and not x.grad.any()
+    empty = torch.empty(0, 3)
+    assert fast_dropout(empty, 0.5) is empty
+
+
+def test_fast_dropout_is_unbiased():
+    torch.manual_seed(0)
+    out = fast_dropout(torch.ones(1_000_000), 0.1)
+    assert abs(out.double().mean().item() - 1.0) < 5 * (0.1 / 0.9 / 1e6) ** 0.5
+
+
+def test_fast_cpu_dropout_replaces_dropout_only_inside_the_block():
+    x = torch.randn(32, 16)
+    module = torch.nn.Dropout(0.3)
+    attention = MultiHeadAttention(16, num_heads=2, dropout=0.3)
+
+    def outputs():
+        torch.manual_seed(5)
+        a = module(x)
+        torch.manual_seed(5)
+        b = F.dropout(x, 0.3)
+        torch.manual_seed(5)
+        c = attention(x[None], x[None], x[None])
+        return a, b, c
+
+    torch.manual_seed(5)
+    expected = fast_dropout(x, 0.3)
+    with fast_cpu_dropout():
+        with fast_cpu_dropout():  # nested blocks keep it until the outermost ends
+            inner = outputs()
+        fast = outputs()
+    for out in (inner[0], inner[1], fast[0], fast[1]):
+        assert torch.equal(out, expected)
+    assert torch.equal(fast[2], inner[2])
+    native = outputs()  # PyTorch's own again: other masks
+    assert not torch.equal(native[0], expected) and not torch.equal(native[1], expected)
+    assert not torch.equal(native[2], fast[2])  # the attention weights' dropout too
+    with pytest.raises(RuntimeError), fast_cpu_dropout():
+        raise RuntimeError
+    assert torch.equal(outputs()[0], native[0])  # removed after an exception as well
+
+
+def test_trainer_uses_fast_dropout_on_the_cpu():
+    """The Trainer's steps are train_step's inside fast_cpu_dropout (TrainConfig.fast_dropout,
+    on by default), or PyTorch's dropout when it is off; nothing else changes."""
+    def losses(**overrides):
+        return [h["loss"] for h in _tiny_trainer(threads=1, steps=3, log_every=1,
+                                                 **overrides).train()]
+
+    def manual(fast: bool):
+        trainer = _tiny_trainer(threads=1, steps=3, fast_dropout=False)
+        torch.set_num_threads(1)
+        out = []
+        for _ in range(3):
+            with fast_cpu_dropout() if fast else contextlib.nullcontext():
+                out.append(trainer.train_step(trainer._next_batch()))
+        return out
+
+    assert losses() == manual(fast=True)
+    assert losses(fast_dropout=False) == manual(fast=False)
+    assert losses() != losses(fast_dropout=False)
+    assert losses(dropout=0.0) == losses(dropout=0.0, fast_dropout=False)
+
+
+def test_bench_cpu_measures_what_its_tables_print():
+    """scripts/bench_cpu.py's three measurements, on the smallest settings: the figures are
+    consistent with each other (FLOP/s = FLOPs / time, share = FLOP/s / peak)."""
+    import bench_cpu
+
+    row = bench_cpu.measure("copy", threads=1, steps=2, repeats=1, dropout=0.1)
+    assert row["gflop_per_step"] > 0.1  # a copy-model step is about 0.7 GFLOP
+    assert row["gflops"] == pytest.approx(row["gflop_per_step"] * 1e3 / row["ms_per_step"])
+    assert row["share_of_peak"] == pytest.approx(row["gflops"] / row["peak_gflops"])
+    assert 0 < row["share_of_peak"] < 1 and row["ratio"] > 0
+    for timing in (bench_cpu.attention_ratio((2, 2, 5, 7, 4), 1, repeats=2),
+                   bench_cpu.dropout_ratio((3, 5, 8), 1, repeats=2)):
+        assert all(0 < ms < 1e3 for ms in timing)
