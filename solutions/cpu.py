@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -253,8 +254,9 @@ def fast_dropout(
     return input.mul(decisions < threshold).mul_(factor)
 
 
-_fast_dropout_users = 0
+_fast_dropout_users = 0  # blocks entered and not yet left, in all threads
 _fast_dropout_library: torch.library.Library | None = None
+_fast_dropout_lock = threading.Lock()
 
 
 @contextmanager
@@ -264,18 +266,22 @@ def fast_cpu_dropout():
     :func:`fast_dropout`: the model's code stays as written.
 
     It registers :func:`fast_dropout` as the CPU autograd kernel of
-    ``aten::dropout`` and removes it on leaving the outermost block. The
-    registration is process-wide, not per thread.
+    ``aten::dropout`` and removes it when the last open block ends. The
+    registration is process-wide: while any thread is inside a block, CPU
+    dropout in every thread uses these masks.
     """
     global _fast_dropout_users, _fast_dropout_library
-    if _fast_dropout_users == 0:
-        _fast_dropout_library = torch.library.Library("aten", "IMPL")
-        _fast_dropout_library.impl("dropout", fast_dropout, "AutogradCPU")
-    _fast_dropout_users += 1
+    with _fast_dropout_lock:
+        if _fast_dropout_users == 0:
+            _fast_dropout_library = torch.library.Library("aten", "IMPL")
+            _fast_dropout_library.impl("dropout", fast_dropout, "AutogradCPU")
+        _fast_dropout_users += 1
     try:
         yield
     finally:
-        _fast_dropout_users -= 1
-        if _fast_dropout_users == 0:
-            _fast_dropout_library._destroy()
-            _fast_dropout_library = None
+        with _fast_dropout_lock:
+            _fast_dropout_users -= 1
+            if _fast_dropout_users == 0:
+                # (what torch.library's own scoped libraries do on exit)
+                _fast_dropout_library._destroy()
+                _fast_dropout_library = None

@@ -281,3 +281,34 @@ def test_bench_cpu_measures_what_its_tables_print():
     for timing in (bench_cpu.attention_ratio((2, 2, 5, 7, 4), 1, repeats=2),
                    bench_cpu.dropout_ratio((3, 5, 8), 1, repeats=2)):
         assert all(0 < ms < 1e3 for ms in timing)
+
+
+def test_fast_cpu_dropout_blocks_in_several_threads():
+    """Blocks entered and left from several threads at once: the registration stays while any
+    block is open and is gone once all have ended."""
+    import threading
+
+    import solutions.cpu as cpu
+
+    x = torch.randn(64)
+    errors = []
+
+    def worker():
+        try:
+            for _ in range(200):
+                with fast_cpu_dropout():
+                    assert cpu._fast_dropout_library is not None
+        except Exception as error:  # noqa: BLE001 (reported below)
+            errors.append(error)
+
+    workers = [threading.Thread(target=worker) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors
+    assert cpu._fast_dropout_users == 0 and cpu._fast_dropout_library is None
+    torch.manual_seed(2)
+    native = F.dropout(x, 0.5)
+    torch.manual_seed(2)
+    assert not torch.equal(native, fast_dropout(x, 0.5))  # PyTorch's own masks again
