@@ -19,13 +19,19 @@ A second table times attention alone, forward and backward, on the shapes these 
 the package's ``fused_attention`` (explicit for at most 32 keys on the CPU) against PyTorch's
 ``F.scaled_dot_product_attention`` on the same inputs and padding mask. A third times dropout
 alone, forward and backward, on the activations and attention weights of the same models: the
-Trainer's masks (``solutions.cpu.fast_dropout``) against ``F.dropout``.
+Trainer's masks (``solutions.cpu.fast_dropout``) against ``F.dropout``. With ``--compile``, a
+fourth compares ``torch.compile`` (Inductor) with eager PyTorch on the copy model: one training
+step of the ``Trainer`` with and without ``compile=True``, and ``x <= 0`` alone (the boolean
+mask a ReLU keeps for its backward pass), with Inductor's defaults and with ``cpp.simdlen=1``
+(C++ loops without explicit vector types, left to the compiler).
 
 Timed runs alternate (Trainer, plain, Trainer, plain, ...) and the fastest of each counts, so
 that other work on the machine disturbs both sides alike. ``uptime`` is printed beside the table.
 
     python scripts/bench_cpu.py                        # threads 1 and 2, both tasks
     python scripts/bench_cpu.py --threads 1 --steps 10
+    python scripts/bench_cpu.py --threads 2 --tasks copy --batch-size 512
+    python scripts/bench_cpu.py --threads 2 --tasks copy --compile
 """
 
 from __future__ import annotations
@@ -121,8 +127,12 @@ def plain_loop(model: PlainTransformer, pairs: list, batch_size: int, warmup: in
         loss.item()
 
 
-def measure(task: str, threads: int, steps: int, repeats: int, dropout: float) -> dict:
-    sizes, batch_size, warmup, smoothing = TASKS[task]
+def measure(task: str, threads: int, steps: int, repeats: int, dropout: float,
+            batch_size: int | None = None) -> dict:
+    """One row of the first table; ``batch_size`` (sentences per step) replaces the training
+    script's."""
+    sizes, script_batch_size, warmup, smoothing = TASKS[task]
+    batch_size = batch_size or script_batch_size
     pairs, src_vocab, tgt_vocab = task_data(task, steps * batch_size)
     warm_pairs = pairs[: 2 * batch_size]
 
@@ -240,6 +250,54 @@ def dropout_ratio(shape: tuple, threads: int, repeats: int = 20) -> list[float]:
                        for dropout in (fast_dropout, F.dropout)], repeats)
 
 
+#: Inductor settings compared by ``--compile``: its defaults, and C++ without explicit vectors
+INDUCTOR_SETTINGS = {"Inductor": {}, "Inductor, cpp.simdlen=1": {"cpp.simdlen": 1}}
+
+
+def relu_mask_ratio(settings: dict, threads: int, repeats: int = 20,
+                    shape: tuple = (128, 10, 128)) -> list[float]:
+    """Milliseconds of ``x <= 0`` (the boolean mask a ReLU keeps for its backward pass, here on
+    the copy model's feed-forward activations) compiled by Inductor with ``settings`` and run
+    eagerly (fastest of ``repeats``, alternating)."""
+    x = torch.randn(shape)
+
+    def relu_mask(x):
+        return x <= 0
+
+    torch.set_num_threads(threads)
+    torch._dynamo.reset()
+    with torch._inductor.config.patch(settings):
+        compiled = torch.compile(relu_mask)
+        compiled(x)  # compiles under the settings
+    return fastest_ms([lambda: compiled(x), lambda: relu_mask(x)], repeats)
+
+
+def compiled_step_ratio(settings: dict, threads: int, steps: int, repeats: int,
+                        dropout: float) -> list[float]:
+    """Milliseconds per training step of the copy model by the ``Trainer`` with
+    ``compile=True`` (Inductor with ``settings``) and without (fastest of ``repeats`` runs of
+    ``steps`` steps, alternating)."""
+    sizes, batch_size, warmup, smoothing = TASKS["copy"]
+    pairs, src_vocab, tgt_vocab = task_data("copy", steps * batch_size)
+    torch.manual_seed(0)
+    model = Transformer(src_vocab, tgt_vocab, d_model=sizes["d_model"],
+                        num_heads=sizes["num_heads"], num_encoder_layers=sizes["layers"],
+                        num_decoder_layers=sizes["layers"], d_ff=sizes["d_ff"],
+                        dropout=dropout, max_len=64)
+
+    def run(compile: bool) -> None:
+        config = TrainConfig(steps=steps, batch_size=batch_size, warmup_steps=warmup,
+                             smoothing=smoothing, threads=threads, device="cpu",
+                             progress=False, log_every=10**9, compile=compile)
+        Trainer(model, pairs, config).train()
+
+    torch._dynamo.reset()
+    with torch._inductor.config.patch(settings):
+        run(True)  # compiles under the settings; later runs reuse the compiled graphs
+    ms = fastest_ms([lambda: run(True), lambda: run(False)], repeats)
+    return [t / steps for t in ms]
+
+
 def load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -251,16 +309,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="training steps per timed run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per side")
     parser.add_argument("--dropout", type=float, default=0.1, help="as the training scripts")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="sentences per step for both tasks (default: as the training "
+                        "scripts, 128)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile (Inductor) against eager on the copy "
+                        "model (compiling takes a minute or more)")
     args = parser.parse_args()
+    batches = (f"{args.batch_size} sentences per step" if args.batch_size
+               else "batches as the training scripts")
     print(f"CPU: {cpu_model()}, {available_cores()} cores, torch {torch.__version__}; "
-          f"{load()}")
+          f"{batches}; {load()}")
     header = (f"{'task':>6} {'threads':>7} {'ms/step':>8} {'plain':>8} {'Trainer/plain':>13} "
               f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'peak':>7} {'% of peak':>9} "
               f"{'% of peak per CPU-s':>19}")
     print(header)
     for threads in args.threads:
         for task in args.tasks:
-            r = measure(task, threads, args.steps, args.repeats, args.dropout)
+            r = measure(task, threads, args.steps, args.repeats, args.dropout,
+                        args.batch_size)
             print(f"{r['task']:>6} {r['threads']:>7} {r['ms_per_step']:>8.1f} "
                   f"{r['plain_ms_per_step']:>8.1f} {r['ratio']:>13.3f} "
                   f"{r['gflop_per_step']:>10.3f} {r['gflops']:>8.1f} {r['peak_gflops']:>7.1f} "
@@ -275,6 +342,18 @@ def main() -> None:
                 ours, theirs = timed(shape, threads)
                 print(f"{name:>28} {threads:>7} {ours:>8.2f} {theirs:>10.2f} "
                       f"{ours / theirs:>12.3f}", flush=True)
+    if args.compile:
+        print(f"\n{'torch.compile, copy model':>28} {'measure':>12} {'threads':>7} "
+              f"{'compiled ms':>11} {'eager ms':>8} {'compiled/eager':>14}")
+        for threads in args.threads:
+            for name, settings in INDUCTOR_SETTINGS.items():
+                for what, (compiled, eager) in [
+                    ("x <= 0", relu_mask_ratio(settings, threads)),
+                    ("step", compiled_step_ratio(settings, threads, args.steps, args.repeats,
+                                                 args.dropout)),
+                ]:
+                    print(f"{name:>28} {what:>12} {threads:>7} {compiled:>11.2f} "
+                          f"{eager:>8.2f} {compiled / eager:>14.3f}", flush=True)
     print(f"({load()}; ms/step: the fastest of {args.repeats} runs of {args.steps} steps; "
           f"peak: float32 1024x1024 matmul with as many threads, the higher of before and "
           f"after the runs; per CPU-s: FLOPs per CPU-second of this process, training against "

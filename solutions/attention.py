@@ -127,7 +127,8 @@ def scaled_dot_product_attention(
     Returns:
         output (..., Q, Dv) and attention weights (..., Q, K); each row of
         the weights sums to 1, or is all zeros for a query that may attend
-        to no key.
+        to no key. With dropout, the weights returned are those after
+        dropout, the ones the output is computed from.
     """
     check_mask(mask, q.shape[-2], k.shape[-2])
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., Q, K)

@@ -47,8 +47,8 @@ def merge_pair(
     ids: list[int], pair: tuple[int, int], new_id: int
 ) -> list[int]:
     """Replace every occurrence of ``pair`` in ``ids``, left to right and
-    without overlaps, by ``new_id``:
-    merge_pair([1, 1, 1], (1, 1), 9) == [9, 1]."""
+    without overlaps, by ``new_id``, in a new list (``ids`` is left as it
+    was): merge_pair([1, 1, 1], (1, 1), 9) == [9, 1]."""
     out, i = [], 0
     while i < len(ids):
         if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:

@@ -238,8 +238,9 @@ def grouped_query_attention(
     q (B, H, T, Dh); k, v (B, G, S, Dh) with G dividing H and S >= T. Query
     head h uses key/value head h // (H / G). The T queries are the *last* T
     of the S positions (the first S - T come from a cache), so query t may
-    attend to keys 0 .. S - T + t. Returns (B, H, T, Dh). With G == H this
-    is ordinary multi-head attention.
+    attend to keys 0 .. S - T + t; with ``causal=False`` every query attends
+    to all S keys. Returns (B, H, T, Dh). With G == H this is ordinary
+    multi-head attention.
     """
     heads, kv_heads = q.shape[-3], k.shape[-3]
     if heads % kv_heads:

@@ -209,7 +209,8 @@ def noam_lr(
     It grows linearly for ``warmup_steps`` steps, peaks at
     ``step == warmup_steps`` with
     ``factor * (d_model * warmup_steps)^-0.5``, then decays like
-    1 / sqrt(step).
+    1 / sqrt(step). Returns a Python float; a step below 1 raises
+    ``ValueError``.
     """
     if step < 1:
         raise ValueError(f"step is counted from 1, got {step}")
@@ -321,7 +322,8 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     weight_decay: float = 0.0  # > 0 switches Adam to AdamW
     amp: bool = False  # bf16 autocast (CUDA or CPU)
-    # torch.compile the model (slow to start, especially on CPU)
+    # torch.compile the model: slow to start, and on a small CPU often slower per
+    # step too (scripts/bench_cpu.py --compile measures it)
     compile: bool = False
 
     # The fast path's other switches (chapter 10):

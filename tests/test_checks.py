@@ -161,3 +161,15 @@ def test_notebook_checks_hold_no_hidden_cases_and_stay_small(assignment):
         visible = CHECKERS[name].cases(torch.Generator().manual_seed(0), hidden=False)
         assert len(entry["cases"]) == len(visible)
     assert len(student.setup_cell_code(assignment, "")) < 100_000
+
+
+@pytest.mark.parametrize("name", sorted(CHECKERS))
+def test_expected_outputs_are_values_the_grader_can_carry(name):
+    """At grading, a student's outputs leave the sandbox as tensors or plain bool, int, float
+    and str (``harness.save_values``); a tuple or list arrives as its kind only, so no answer
+    could ever match an expected output of that type."""
+    checker = CHECKERS[name]
+    for hidden in (False, True):
+        for case in checker.cases(torch.Generator().manual_seed(12345), hidden):
+            for key, value in checker.expected(case).items():
+                assert isinstance(value, torch.Tensor | bool | int | float | str), (key, value)

@@ -64,8 +64,8 @@ def test_common_mistake_fails_with_hint(mistake):
     with pytest.raises(AssertionError) as failure:
         ns["check"](mistake.exercise, ns[mistake.exercise], quiet=True)
         ns["check"](mistake.exercise, ns[mistake.exercise], hidden=True, seed=12345, quiet=True)
-    if mistake.hint:
-        assert mistake.hint in str(failure.value)
+    if mistake.hint:  # messages are wrapped for the notebook: compare words
+        assert " ".join(mistake.hint.split()) in " ".join(str(failure.value).split())
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=[f"{v.exercise}:{v.description}" for v in VARIANTS])

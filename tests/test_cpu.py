@@ -283,6 +283,20 @@ def test_bench_cpu_measures_what_its_tables_print():
         assert all(0 < ms < 1e3 for ms in timing)
 
 
+@pytest.mark.parametrize("setting", ["Inductor", "Inductor, cpp.simdlen=1"])
+def test_bench_cpu_compiles_the_relu_mask_under_each_setting(setting):
+    """``--compile``'s mask timing compiles under the setting it names (a config patch that
+    named no real option would raise) and leaves Inductor's configuration as it found it."""
+    import bench_cpu
+    import torch._inductor.config as inductor
+
+    before = inductor.cpp.simdlen
+    timing = bench_cpu.relu_mask_ratio(bench_cpu.INDUCTOR_SETTINGS[setting], 1, repeats=2,
+                                       shape=(4, 16))
+    assert all(0 < ms < 1e3 for ms in timing)
+    assert inductor.cpp.simdlen == before
+
+
 def test_fast_cpu_dropout_blocks_in_several_threads():
     """Blocks entered and left from several threads at once: the registration stays while any
     block is open and is gone once all have ended."""

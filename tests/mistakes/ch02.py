@@ -284,3 +284,141 @@ MISTAKES += [
         return out.transpose(0, 1)
 '''), "multi_head_attention_forward"),
 ]
+
+# Gap hunt: dropout with 0 < p < 1 on the right tensor, gradients, visible ranks and dtypes.
+HEADS = '''
+        q = split_heads(self.q_proj(query), self.num_heads)
+        k = split_heads(self.k_proj(key), self.num_heads)
+        v = split_heads(self.v_proj(value), self.num_heads)
+'''
+
+MISTAKES += [
+    Mistake("split_heads", "detached (no gradient)", '''
+def split_heads(x, num_heads):
+    """split"""
+    b, l, d = x.shape
+    return x.detach().view(b, l, num_heads, d // num_heads).transpose(1, 2)
+''', "no gradient flows back"),
+    Mistake("split_heads", "head width hard-coded to 4", '''
+def split_heads(x, num_heads):
+    """split"""
+    b, l, d = x.shape
+    return x.view(b, l, -1, 4).transpose(1, 2)
+''', None),
+    Mistake("split_heads", "a float32 buffer filled head by head", '''
+def split_heads(x, num_heads):
+    """split"""
+    b, l, d = x.shape
+    dh = d // num_heads
+    out = torch.empty(b, num_heads, l, dh)
+    for h in range(num_heads):
+        out[:, h] = x[:, :, h * dh:(h + 1) * dh]
+    return out
+''', "dtype"),
+    Mistake("merge_heads", "through NumPy", '''
+import numpy as np
+def merge_heads(x):
+    """merge"""
+    b, h, l, dh = x.shape
+    return torch.from_numpy(np.ascontiguousarray(
+        x.numpy().transpose(0, 2, 1, 3).reshape(b, l, h * dh)))
+''', "NumPy"),
+    Mistake("merge_heads", "a float32 buffer", '''
+def merge_heads(x):
+    """merge"""
+    b, h, l, dh = x.shape
+    out = torch.zeros(b, l, h * dh)
+    for i in range(h):
+        out[:, :, i * dh:(i + 1) * dh] = x[:, i]
+    return out
+''', "dtype"),
+    Mistake("MultiHeadAttention.forward", "dropout on the attention output", mha(HEADS + '''
+        if self.keep_weights:
+            out, self.last_weights = scaled_dot_product_attention(q, k, v, mask)
+        else:
+            out, self.last_weights = fused_attention(q, k, v, mask), None
+        out = F.dropout(out, self.dropout, training=self.training)
+        return self.out_proj(merge_heads(out))
+'''), "not on the values"),
+    Mistake("MultiHeadAttention.forward", "dropout on the projected values", mha('''
+        q = split_heads(self.q_proj(query), self.num_heads)
+        k = split_heads(self.k_proj(key), self.num_heads)
+        v = split_heads(F.dropout(self.v_proj(value), self.dropout, self.training),
+                        self.num_heads)
+        if self.keep_weights:
+            out, self.last_weights = scaled_dot_product_attention(q, k, v, mask)
+        else:
+            out, self.last_weights = fused_attention(q, k, v, mask), None
+        return self.out_proj(merge_heads(out))
+'''), "not on the values"),
+    Mistake("MultiHeadAttention.forward", "keep path drops weights in eval mode too",
+            mha(HEADS + '''
+        if self.keep_weights:
+            out, self.last_weights = scaled_dot_product_attention(q, k, v, mask, self.dropout)
+        else:
+            p = self.dropout if self.training else 0.0
+            out, self.last_weights = fused_attention(q, k, v, mask, p), None
+        return self.out_proj(merge_heads(out))
+'''), "training only"),
+    Mistake("MultiHeadAttention.forward", "a mask used only when 4-D", mha(HEADS + '''
+        if mask is not None and mask.dim() != 4:
+            mask = None
+        p = self.dropout if self.training else 0.0
+        if self.keep_weights:
+            out, self.last_weights = scaled_dot_product_attention(q, k, v, mask, p)
+        else:
+            out, self.last_weights = fused_attention(q, k, v, mask, p), None
+        return self.out_proj(merge_heads(out))
+'''), None),
+    Mistake("MultiHeadAttention.forward", "two heads hard-coded", mha('''
+        q = split_heads(self.q_proj(query), 2)
+        k = split_heads(self.k_proj(key), 2)
+        v = split_heads(self.v_proj(value), 2)
+        p = self.dropout if self.training else 0.0
+        if self.keep_weights:
+            out, self.last_weights = scaled_dot_product_attention(q, k, v, mask, p)
+        else:
+            out, self.last_weights = fused_attention(q, k, v, mask, p), None
+        return self.out_proj(merge_heads(out))
+'''), None),
+    Mistake("MultiHeadAttention.forward", "forward with gradient tracking off", mha('''
+        with torch.no_grad():
+            q = split_heads(self.q_proj(query), self.num_heads)
+            k = split_heads(self.k_proj(key), self.num_heads)
+            v = split_heads(self.v_proj(value), self.num_heads)
+            p = self.dropout if self.training else 0.0
+            if self.keep_weights:
+                out, self.last_weights = scaled_dot_product_attention(q, k, v, mask, p)
+            else:
+                out, self.last_weights = fused_attention(q, k, v, mask, p), None
+            return self.out_proj(merge_heads(out))
+'''), "no gradient flows back"),
+]
+
+VARIANTS += [
+    Variant("MultiHeadAttention.forward", "explicit attention with torch.softmax, weights kept "
+            "before dropout", mha('''
+        q = split_heads(self.q_proj(query), self.num_heads)
+        k = split_heads(self.k_proj(key), self.num_heads)
+        v = split_heads(self.v_proj(value), self.num_heads)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        w = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+        self.last_weights = w if self.keep_weights else None
+        w = F.dropout(w, self.dropout, training=self.training)
+        return self.out_proj(merge_heads(w @ v))
+''')),
+    Variant("MultiHeadAttention.forward", "training flag of a submodule, no_grad for a copy of "
+            "the weights only", mha(HEADS + '''
+        p = self.dropout if self.q_proj.training else 0.0
+        if self.keep_weights:
+            out, w = scaled_dot_product_attention(q, k, v, mask, p)
+            with torch.no_grad():
+                self.last_weights = w.clone()
+        else:
+            out = fused_attention(q, k, v, mask, dropout_p=p)
+            self.last_weights = None
+        return self.out_proj(merge_heads(out))
+''')),
+]

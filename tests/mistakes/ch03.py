@@ -154,3 +154,41 @@ def sinusoidal_encoding(max_len, d_model):
         return x + self.pe[offset : offset + x.shape[1]]
 ''', "keeps the input's dtype"),
 ]
+
+# Gradients, repeated calls and float16 (gap hunt of chapters 1-4).
+MISTAKES += [
+    Mistake("TokenEmbedding.forward", "weight table rescaled in place at every call",
+            EMB_INIT + '''
+        with torch.no_grad():
+            self.embedding.weight.mul_(math.sqrt(self.d_model))
+        return self.embedding(tokens)
+''', "forward must not change the module's weights"),
+    Mistake("TokenEmbedding.forward", "lookup in weight.data (no gradient reaches the table)",
+            EMB_INIT + '''
+        return self.embedding.weight.data[tokens] * math.sqrt(self.d_model)
+''', "no gradient came back"),
+    Mistake("SinusoidalPositionalEncoding.forward", "forward under torch.no_grad", PE_INIT + '''
+        with torch.no_grad():
+            return x + self.pe[offset : offset + x.shape[1]].to(x.dtype)
+''', "cut off from autograd's graph"),
+    Mistake("SinusoidalPositionalEncoding.forward", "float16 comes back float32 (bfloat16 only)",
+            PE_INIT + '''
+        table = self.pe[offset : offset + x.shape[1]]
+        return x + (table.to(x.dtype) if x.dtype == torch.bfloat16 else table)
+''', "keeps the input's dtype"),
+    Mistake("SinusoidalPositionalEncoding.forward", "max_len check off by one (>=)", PE_INIT + '''
+        if offset + x.shape[1] >= self.max_len:
+            raise ValueError("sequence too long")
+        return x + self.pe[offset : offset + x.shape[1]].to(x.dtype)
+''', "sequence too long"),
+]
+
+VARIANTS += [
+    Variant("TokenEmbedding.forward", "numpy sqrt scalar, in-place mul on the lookup result",
+            EMB_INIT + '''
+        import numpy as np
+        out = self.embedding(tokens)
+        out.mul_(np.sqrt(self.d_model))
+        return out
+'''),
+]

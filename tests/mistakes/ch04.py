@@ -277,3 +277,118 @@ VARIANTS += [
         return self.norm(x + drop(fn(x)))
 '''),
 ]
+
+# Dropout with 0 < p < 1 in training mode, gradients, visible shapes (gap hunt of chapters 1-4).
+MISTAKES += [
+    Mistake("PositionwiseFeedForward.forward", "dropout before the activation (differs for gelu)",
+            FFN_INIT + '''
+        return self.linear2(ACTIVATIONS[self.activation](self.dropout(self.linear1(x))))
+''', "changed by many factors"),
+    Mistake("PositionwiseFeedForward.forward", "dropout by hand without 1/(1-p) rescaling",
+            FFN_INIT + '''
+        h = ACTIVATIONS[self.activation](self.linear1(x))
+        if self.training and self.dropout.p > 0:
+            h = h * (torch.rand_like(h) >= self.dropout.p)
+        return self.linear2(h)
+''', "scaled by 1 / (1 − p)"),
+    Mistake("PositionwiseFeedForward.forward", "forward under torch.no_grad", FFN_INIT + '''
+        with torch.no_grad():
+            return self.linear2(self.dropout(ACTIVATIONS[self.activation](self.linear1(x))))
+''', "cut off from autograd's graph"),
+    Mistake("PositionwiseFeedForward.forward", "hard-coded (2, L) leading shape", FFN_INIT + '''
+        h = self.linear1(x.reshape(-1, x.shape[-1])).view(2, -1, self.linear1.out_features)
+        return self.linear2(self.dropout(ACTIVATIONS[self.activation](h)))
+''', "expected shape"),
+    Mistake("Sublayer.forward", "dropout by hand without rescaling", SUBLAYER_INIT + '''
+        def drop(t):
+            if self.training and self.dropout.p > 0:
+                return t * (torch.rand_like(t) >= self.dropout.p)
+            return t
+        if self.norm_first:
+            return x + drop(fn(self.norm(x)))
+        return self.norm(x + drop(fn(x)))
+''', "scaled by 1 / (1 − p)"),
+    Mistake("Sublayer.forward", "F.layer_norm without the norm's eps", SUBLAYER_INIT + '''
+        n = self.norm
+        if self.norm_first:
+            return x + self.dropout(fn(F.layer_norm(x, n.normalized_shape, n.weight, n.bias)))
+        return F.layer_norm(x + self.dropout(fn(x)), n.normalized_shape, n.weight, n.bias)
+''', "not the default 1e-5"),
+    Mistake("Sublayer.forward", "pre-norm branch drops in eval mode too", SUBLAYER_INIT + '''
+        if self.norm_first:
+            return x + F.dropout(fn(self.norm(x)), self.dropout.p)
+        return self.norm(x + self.dropout(fn(x)))
+''', None),
+    Mistake("Sublayer.forward", "residual detached", SUBLAYER_INIT + '''
+        if self.norm_first:
+            return x.detach() + self.dropout(fn(self.norm(x)))
+        return self.norm(x.detach() + self.dropout(fn(x)))
+''', "x.grad"),
+    Mistake("EncoderLayer.forward", "extra dropout on the attention output", LAYER_INIT + '''
+        p = self.attn_block.dropout.p
+        x = self.attn_block(x, lambda y: F.dropout(self.self_attn(y, y, y, mask), p,
+                                                   self.training))
+        return self.ff_block(x, self.feed_forward)
+''', "dropout is applied twice"),
+    Mistake("EncoderLayer.forward", "written out without dropout (norm_first respected)",
+            LAYER_INIT + '''
+        a, f = self.attn_block, self.ff_block
+        if a.norm_first:
+            y = a.norm(x)
+            x = x + self.self_attn(y, y, y, mask)
+            return x + self.feed_forward(f.norm(x))
+        x = a.norm(x + self.self_attn(x, x, x, mask))
+        return f.norm(x + self.feed_forward(x))
+''', "nothing was dropped"),
+    Mistake("EncoderLayer.forward", "mask ignored unless 4-D", LAYER_INIT + '''
+        m = mask if mask is not None and mask.dim() == 4 else None
+        x = self.attn_block(x, lambda y: self.self_attn(y, y, y, m))
+        return self.ff_block(x, self.feed_forward)
+''', "mask never reaches"),
+    Mistake("Encoder.forward", "hard-coded two layers", ENCODER_INIT + '''
+        x = self.layers[1](self.layers[0](x, mask), mask)
+        return self.norm(x) if self.norm is not None else x
+''', "run every layer"),
+    Mistake("Encoder.forward", "final norm only for pre-norm layers", ENCODER_INIT + '''
+        for layer in self.layers:
+            x = layer(x, mask)
+        if self.norm is not None and self.layers[0].attn_block.norm_first:
+            x = self.norm(x)
+        return x
+''', "final norm is missing"),
+    Mistake("Encoder.forward", "layers detached from each other", ENCODER_INIT + '''
+        for layer in self.layers:
+            x = layer(x, mask).detach()
+        return self.norm(x) if self.norm is not None else x
+''', "no gradient"),
+]
+
+VARIANTS += [
+    Variant("PositionwiseFeedForward.forward", "dropout drawn by hand with bernoulli",
+            FFN_INIT + '''
+        h = ACTIVATIONS[self.activation](self.linear1(x))
+        p = self.dropout.p
+        if self.training and p > 0:
+            keep = torch.bernoulli(torch.full_like(h, 1.0 - p))
+            h = h * keep / (1.0 - p) if p < 1.0 else h * 0.0
+        return self.linear2(h)
+'''),
+    Variant("Sublayer.forward", "F.layer_norm and F.dropout with the module's settings",
+            SUBLAYER_INIT + '''
+        n = self.norm
+
+        def norm(t):
+            return F.layer_norm(t, n.normalized_shape, n.weight, n.bias, n.eps)
+
+        def drop(t):
+            return F.dropout(t, self.dropout.p, training=self.training)
+
+        return x + drop(fn(norm(x))) if self.norm_first else norm(x + drop(fn(x)))
+'''),
+    Variant("Encoder.forward", "activation checkpointing per layer", ENCODER_INIT + '''
+        from torch.utils.checkpoint import checkpoint
+        for layer in self.layers:
+            x = checkpoint(layer, x, mask, use_reentrant=False)
+        return self.norm(x) if self.norm is not None else x
+'''),
+]

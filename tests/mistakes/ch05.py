@@ -226,3 +226,86 @@ def target_mask(tokens, pad_id=0):
         return x if self.norm is None else self.norm(x)
 '''), "torch.nn.TransformerDecoder"),
 ]
+
+# Gaps found by the gap hunt: ids below pad_id, batch 1, lengths over 8, three layers, and the
+# sublayers' dropout (eval mode with dropout > 0; training mode with p = 0.5).
+_HAND_SUBLAYERS = '''\
+        self_cache, cross_cache = cache if cache is not None else (None, None)
+
+        def sub(block, fn, x):
+            if block.norm_first:
+                return x + {drop}(fn(block.norm(x)))
+            return block.norm(x + {drop}(fn(x)))
+
+        x = sub(self.self_attn_block,
+                lambda y: self.self_attn(y, y, y, self_mask, cache=self_cache), x)
+        x = sub(self.cross_attn_block, lambda y: self.cross_attn(
+            y, memory, memory, memory_mask, cache=cross_cache, static_kv=True), x)
+        return sub(self.ff_block, self.feed_forward, x)
+'''
+
+MISTAKES += [
+    Mistake("causal_mask", "an 8 x 8 mask made once, sliced", '''
+_CAUSAL = torch.ones(8, 8, dtype=torch.bool).tril()
+def causal_mask(length, device=None):
+    """mask"""
+    return _CAUSAL[:length, :length].to(device or "cpu")
+''', None),
+    Mistake("target_mask", "padding found with tokens > pad_id", '''
+def target_mask(tokens, pad_id=0):
+    """mask"""
+    return (tokens > pad_id)[:, None, None, :] & causal_mask(tokens.shape[1], tokens.device)
+''', "a real token's id may be smaller"),
+    Mistake("target_mask", "squeezed for batch 1", '''
+def target_mask(tokens, pad_id=0):
+    """mask"""
+    mask = padding_mask(tokens, pad_id) & causal_mask(tokens.shape[1], tokens.device)
+    return mask.squeeze(0) if tokens.shape[0] == 1 else mask
+''', "return shape (batch, 1, T, T)"),
+    Mistake("DecoderLayer.forward", "sublayers by hand without their dropout",
+            _layer(_HAND_SUBLAYERS.replace("{drop}", "")), "here nothing is dropped"),
+    Mistake("DecoderLayer.forward", "F.dropout (on in eval mode too) after the feed-forward",
+            _layer(_CORRECT_SELF + '''\
+        x = self.cross_attn_block(x, lambda y: self.cross_attn(y, memory, memory, memory_mask,
+                                                               cache=cross_cache, static_kv=True))
+        return self.ff_block(x, lambda y: F.dropout(self.feed_forward(y), self.self_attn.dropout))
+'''), "in eval mode dropout does nothing"),
+    Mistake("DecoderLayer.forward", "cross-attention before self-attention", _layer('''\
+        self_cache, cross_cache = cache if cache is not None else (None, None)
+        x = self.cross_attn_block(x, lambda y: self.cross_attn(y, memory, memory, memory_mask,
+                                                               cache=cross_cache, static_kv=True))
+        x = self.self_attn_block(x, lambda y: self.self_attn(y, y, y, self_mask, cache=self_cache))
+''' + _CORRECT_FF), "the self-attention comes first"),
+    Mistake("DecoderLayer.forward", "memory squeezed for batch 1", _layer('''\
+        self_cache, cross_cache = cache if cache is not None else (None, None)
+        mem = memory.squeeze(0) if memory.shape[0] == 1 else memory
+        x = self.self_attn_block(x, lambda y: self.self_attn(y, y, y, self_mask, cache=self_cache))
+        x = self.cross_attn_block(x, lambda y: self.cross_attn(y, mem, mem, memory_mask,
+                                                               cache=cross_cache, static_kv=True))
+''' + _CORRECT_FF), None),
+    Mistake("Decoder.forward", "two layers, hard-coded", _stack('''\
+        pairs = cache if cache is not None else [None, None]
+        x = self.layers[0](x, memory, self_mask, memory_mask, pairs[0])
+        x = self.layers[1](x, memory, self_mask, memory_mask, pairs[1])
+        return self.norm(x) if self.norm is not None else x
+'''), "run every layer of self.layers"),
+    Mistake("Decoder.forward", "layers in reverse order", _stack('''\
+        for i in reversed(range(len(self.layers))):
+            x = self.layers[i](x, memory, self_mask, memory_mask,
+                               cache[i] if cache is not None else None)
+        return self.norm(x) if self.norm is not None else x
+'''), "in the order of self.layers"),
+    Mistake("Decoder.forward", "the norm after every layer", _stack('''\
+        for i, layer in enumerate(self.layers):
+            x = layer(x, memory, self_mask, memory_mask, cache[i] if cache is not None else None)
+            if self.norm is not None:
+                x = self.norm(x)
+        return x
+'''), "once, after the last layer"),
+]
+
+VARIANTS += [
+    Variant("DecoderLayer.forward", "sublayers by hand, F.dropout told the mode", _layer(
+        _HAND_SUBLAYERS.replace(
+            "{drop}", "(lambda t: F.dropout(t, block.dropout.p, training=self.training))"))),
+]

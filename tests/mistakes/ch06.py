@@ -325,3 +325,46 @@ VARIANTS += [
         "@torch.no_grad()\n", "@torch.inference_mode()\n").replace(
         "model.eval()", "model.train(False)")),
 ]
+
+# Gaps found by the gap hunt: special ids other than the course's PAD, BOS, EOS; alpha 0 and
+# one length; encoding twice; no memory mask while decoding.
+MISTAKES += [
+    Mistake("Transformer.encode", "default mask made with id 0 as padding", _model(encode='''\
+        if src_mask is None:
+            src_mask = (src != 0)[:, None, None, :]
+        x = self.embed_dropout(self.src_pos(self.src_embed(src)))
+        return self.encoder(x, src_mask)
+'''), "the model's pad_id"),
+    Mistake("Transformer.forward", "the memory encoded twice", _model(forward='''\
+        src_mask = self.src_mask(src)
+        memory = self.encoder(self.encode(src, src_mask), src_mask)
+        return self.decode(tgt, memory, src_mask)
+'''), "the encoder's output once"),
+    Mistake("greedy_decode", "the course's EOS instead of eos_id",
+            _greedy().replace("next_token == eos_id", "next_token == EOS"),
+            "the eos_id you are given"),
+    Mistake("greedy_decode", "the course's BOS instead of bos_id",
+            _greedy().replace("1), bos_id,", "1), BOS,").replace("pad_id, bos_id]", "pad_id, BOS]"),
+            "bos_id you are given"),
+    Mistake("greedy_decode", "the course's PAD instead of the model's pad_id",
+            _greedy().replace("model.pad_id", "PAD"), "the course's PAD"),
+    Mistake("greedy_decode", "no memory mask for the decoder",
+            _greedy().replace("model.decode(out, memory, src_mask)",
+                              "model.decode(out, memory)"), "as its memory mask"),
+    Mistake("length_penalty", "integer ones for alpha 0", '''
+def length_penalty(length, alpha):
+    """penalty"""
+    if alpha == 0:
+        return torch.ones_like(length)
+    return ((5.0 + length.float()) / 6.0) ** alpha
+''', "float32 tensor"),
+    Mistake("length_penalty", "a Python number for one length", '''
+def length_penalty(length, alpha):
+    """penalty"""
+    penalty = ((5.0 + length.float()) / 6.0) ** alpha
+    return penalty.item() if penalty.numel() == 1 else penalty
+''', "not a Python number"),
+    Mistake("beam_step", "the course's PAD for finished hypotheses",
+            _BEAM.format(finished_rule=_PAD_FREE.replace("[:, pad_id]", "[:, PAD]"),
+                         rows=_WITH_OFFSET), "the pad_id you are given"),
+]

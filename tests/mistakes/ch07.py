@@ -17,8 +17,20 @@ def train_step(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip
                amp=False, forward=None):
     """one step"""
     model.train()
-    logits = (forward or model)(batch.src, batch.tgt_in)
+    with torch.autocast(batch.src.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits = (forward or model)(batch.src, batch.tgt_in)
     loss = label_smoothed_cross_entropy(logits, batch.tgt_out, smoothing)
+'''
+
+STEP_TAIL = '''
+    optimizer.zero_grad()
+    loss.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.item()
 '''
 
 MISTAKES = [
@@ -94,6 +106,8 @@ def label_smoothed_cross_entropy(logits, target, smoothing=0.1, ignore_index=PAD
     Variant("noam_lr", "written with if/else and math", '''
 def noam_lr(step, d_model, warmup_steps=4000, factor=1.0):
     """schedule"""
+    if step <= 0:
+        raise ValueError("no step 0")
     if step < warmup_steps:
         rate = step / warmup_steps ** 1.5
     else:
@@ -107,7 +121,8 @@ def train_step(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip
     model.train()
     for p in model.parameters():
         p.grad = None
-    logits = (forward or model)(batch.src, batch.tgt_in)
+    with torch.autocast(batch.src.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits = (forward or model)(batch.src, batch.tgt_in)
     loss = label_smoothed_cross_entropy(logits, batch.tgt_out, smoothing)
     loss.backward()
     if grad_clip is not None:
@@ -158,7 +173,8 @@ def label_smoothed_cross_entropy(logits, target, smoothing=0.1, ignore_index=PAD
 def train_step(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip=1.0,
                amp=False, forward=None):
     """one step"""
-    logits = (forward or model)(batch.src, batch.tgt_in)
+    with torch.autocast(batch.src.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits = (forward or model)(batch.src, batch.tgt_in)
     loss = label_smoothed_cross_entropy(logits, batch.tgt_out, smoothing)
     optimizer.zero_grad()
     loss.backward()
@@ -192,11 +208,63 @@ def train_step(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip
     """one step"""
     model.train(True)
     optimizer.zero_grad(set_to_none=False)
-    logits = (forward or model)(batch.src, batch.tgt_in)
+    with torch.autocast(batch.src.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits = (forward or model)(batch.src, batch.tgt_in)
     loss = label_smoothed_cross_entropy(logits, batch.tgt_out, smoothing)
     loss.backward()
     if grad_clip is not None:
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.item()
+'''),
+]
+
+# Return types, step 0, the `forward` and `amp` arguments, Batch.to (gap hunt of chapters 5-8).
+MISTAKES += [
+    Mistake("noam_lr", "returns a 0-dim tensor", '''
+def noam_lr(step, d_model, warmup_steps=4000, factor=1.0):
+    """schedule"""
+    if step < 1:
+        raise ValueError("step counts from 1")
+    s = torch.tensor(float(step), dtype=torch.float64)
+    return factor * d_model ** -0.5 * torch.minimum(s ** -0.5, s * warmup_steps ** -1.5)
+''', "must be a Python float"),
+    Mistake("noam_lr", "step 0 not rejected", '''
+def noam_lr(step, d_model, warmup_steps=4000, factor=1.0):
+    """schedule"""
+    if step < warmup_steps:
+        return factor * d_model ** -0.5 * step * warmup_steps ** -1.5
+    return factor * d_model ** -0.5 * step ** -0.5
+''', "reject step 0 with a ValueError"),
+    Mistake("train_step", "returns the loss tensor", STEP_HEAD + STEP_TAIL.replace(
+        "return loss.item()", "return loss.detach()"), "must be a Python float"),
+    Mistake("train_step", "`forward` ignored", STEP_HEAD.replace(
+        "(forward or model)(", "model(") + STEP_TAIL, "when `forward` is given"),
+    Mistake("train_step", "`amp` ignored", STEP_HEAD.replace(
+        "    with torch.autocast(batch.src.device.type, dtype=torch.bfloat16, enabled=amp):\n"
+        "        logits", "    logits") + STEP_TAIL, "autocast to bfloat16"),
+]
+
+VARIANTS += [
+    Variant("train_step", "Batch.to the model's device; loss inside autocast when amp", '''
+import contextlib
+def train_step(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip=1.0,
+               amp=False, forward=None):
+    """one step"""
+    batch = batch.to(next(model.parameters()).device)
+    model.train()
+    fn = model if forward is None else forward
+    autocast = (torch.autocast(batch.src.device.type, dtype=torch.bfloat16) if amp
+                else contextlib.nullcontext())
+    with autocast:
+        loss = label_smoothed_cross_entropy(fn(batch.src, batch.tgt_in), batch.tgt_out,
+                                            smoothing=smoothing)
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), max_norm=grad_clip)
     optimizer.step()
     if scheduler is not None:
         scheduler.step()

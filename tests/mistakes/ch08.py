@@ -206,3 +206,86 @@ def lm_loss(model, idx):
     return -logp.gather(-1, idx[:, 1:, None]).mean()
 '''),
 ]
+
+# Batch of one, dropout in eval mode, cropping, the mode, the sampler's arguments, the cache
+# switch, the model's max_len in the loss (gap hunt of chapters 5-8).
+_SAMPLE_BODY = '''
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = logits.topk(top_k, -1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
+'''
+
+
+def _generate(*pairs):
+    body = _GOOD_GENERATE
+    for old, new in pairs:
+        assert old in body, old
+        body = body.replace(old, new)
+    return _lm(generate=body)
+
+
+MISTAKES += [
+    Mistake("sample_next_token", "squeeze(): a batch of one gives a 0-dim tensor",
+            _SAMPLE.format(body=_SAMPLE_BODY.replace(".squeeze(-1)", ".squeeze()")),
+            "also when B is 1"),
+    Mistake("LanguageModel.forward", "dropout on even in eval mode",
+            _lm(embed="F.dropout(self.pos(self.embed(idx), offset), self.dropout.p, "
+                      "training=True)"), "in eval mode dropout does nothing"),
+    Mistake("LanguageModel.generate", "never cropped to max_len", _generate(
+        ("fits = idx.shape[1] + max_new_tokens - 1 <= self.max_len", "fits = True"),
+        ("self(idx[:, -self.max_len:])", "self(idx)")), "more than its max_len"),
+    Mistake("LanguageModel.generate", "cropped to max_len - 1 tokens", _generate(
+        ("self(idx[:, -self.max_len:])", "self(idx[:, -(self.max_len - 1):])")), "not fewer"),
+    Mistake("LanguageModel.generate", "always back to training mode", _generate(
+        ("self.train(was_training)", "self.train()")), "came in eval mode"),
+    Mistake("LanguageModel.generate", "the generator is not passed on", _generate(
+        ("sample_next_token(logits, temperature, top_k, generator)",
+         "sample_next_token(logits, temperature, top_k)")), "generator: None"),
+    Mistake("LanguageModel.generate", "argmax instead of the sampler", _generate(
+        ("sample_next_token(logits, temperature, top_k, generator)", "logits.argmax(-1)")),
+            "never called"),
+    Mistake("LanguageModel.generate", "temperature applied twice", _generate(
+        ("sample_next_token(logits, temperature, top_k, generator)",
+         "sample_next_token(logits / max(temperature, 1e-9), temperature, top_k, generator)")),
+            "not the model output at the last position"),
+    Mistake("LanguageModel.generate", "use_cache=False ignored", _generate(
+        ("use_cache and fits", "fits")), "without a cache"),
+    Mistake("lm_loss", "the model reads all T + 1 tokens", '''
+def lm_loss(model, idx):
+    """loss"""
+    logits = model(idx)[:, :-1].float()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), idx[:, 1:].reshape(-1))
+''', "reads at most max_len"),
+    Mistake("lm_loss", "vocabulary size hard-coded", '''
+def lm_loss(model, idx):
+    """loss"""
+    logits = model(idx[:, :-1]).float()
+    return F.cross_entropy(logits.reshape(-1, 9), idx[:, 1:].reshape(-1))
+''', None),
+]
+
+VARIANTS += [
+    Variant("LanguageModel.generate", "the cache while it fits, then re-reading", _lm(generate='''
+        was_training = self.training
+        self.eval()
+        try:
+            cache = self.new_cache() if use_cache else None
+            step = idx
+            for _ in range(max_new_tokens):
+                if cache is not None and len(cache[0]) + step.shape[1] <= self.max_len:
+                    logits = self(step, cache=cache)[:, -1]
+                else:
+                    cache = None
+                    logits = self.forward(idx[:, -self.max_len:])[:, -1]
+                nxt = sample_next_token(logits, temperature=temperature, top_k=top_k,
+                                        generator=generator)
+                idx = torch.cat([idx, nxt[:, None]], dim=1)
+                step = nxt[:, None]
+        finally:
+            self.train(was_training)
+        return idx''')),
+]

@@ -147,3 +147,54 @@ def forward_flops(shape, batch, src_len, tgt_len):
         offset += g.numel()
 '''),
 ]
+
+
+# Found by a gap hunt (2026-12-02): each passed the checks before they were tightened.
+MISTAKES += [
+    Mistake('accumulated_gradients_step', 'returns the loss as a tensor', '''
+def accumulated_gradients_step(model, batch, optimizer, micro_batches, scheduler=None,
+                               smoothing=0.1, grad_clip=1.0, forward=None):
+    """accumulate"""
+    model.train()
+    total = max(int((batch.tgt_out != PAD).sum()), 1)
+    optimizer.zero_grad()
+    loss_sum = 0.0
+    last = None
+    for micro in split_batch(batch, micro_batches):
+        logits = (forward or model)(micro.src, micro.tgt_in)
+        n = int((micro.tgt_out != PAD).sum())
+        loss = label_smoothed_cross_entropy(logits, micro.tgt_out, smoothing) * (n / total)
+        loss.backward()
+        loss_sum += loss.item()
+        last = loss
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return torch.tensor(loss_sum)
+''', 'as a Python float'),
+    Mistake('accumulated_gradients_step', 'smoothing argument not passed on (default 0.1 used)', '''
+def accumulated_gradients_step(model, batch, optimizer, micro_batches, scheduler=None,
+                               smoothing=0.1, grad_clip=1.0, forward=None):
+    """accumulate"""
+    model.train()
+    total = max(int((batch.tgt_out != PAD).sum()), 1)
+
+    optimizer.zero_grad()
+    loss_sum = 0.0
+    for micro in split_batch(batch, micro_batches):
+        logits = (forward or model)(micro.src, micro.tgt_in)
+        n = int((micro.tgt_out != PAD).sum())
+        loss = label_smoothed_cross_entropy(logits, micro.tgt_out) * n / total
+        loss.backward()
+        loss_sum += loss.item()
+
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss_sum
+''', None),
+]

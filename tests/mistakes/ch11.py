@@ -274,3 +274,116 @@ def cosine_schedule(it, max_lr, min_lr, warmup_iters, cosine_iters):
     return min_lr + (max_lr - min_lr) * (1 + math.cos(math.pi * progress)) / 2
 '''),
 ]
+
+
+# Found by a gap hunt (2026-12-02): each passed the checks before they were tightened.
+MISTAKES += [
+    Mistake('apply_rope', 'never casts back to x.dtype (float16 in, float32 out)', '''
+def apply_rope(x, positions, theta=10000.0):
+    """rope"""
+    angles = rope_angles(positions, x.shape[-1], theta)
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    pairs = x.float().unflatten(-1, (-1, 2))
+    even, odd = pairs[..., 0], pairs[..., 1]
+    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+''', None),
+    Mistake('grouped_query_attention', 'ignores causal=False (always masks)', '''
+def grouped_query_attention(q, k, v, causal=True):
+    """gqa"""
+    group = q.shape[-3] // k.shape[-3]
+    k, v = k.repeat_interleave(group, -3), v.repeat_interleave(group, -3)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    t, s = q.shape[-2], k.shape[-2]
+    allowed = torch.ones(t, s, dtype=torch.bool).tril(diagonal=s - t)
+    return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1) @ v
+''', 'with causal=False nothing is masked'),
+    Mistake('merge_pair', 'string replace on the decimal ids (breaks on multi-digit ids)', '''
+def merge_pair(ids, pair, new_id):
+    """merge"""
+    text = " ".join(map(str, ids)).replace(f"{pair[0]} {pair[1]}", str(new_id))
+    return [int(t) for t in text.split()]
+''', None),
+    Mistake('merge_pair', "merges in place and returns the caller's list", '''
+def merge_pair(ids, pair, new_id):
+    """merge"""
+    i = 0
+    while i < len(ids) - 1:
+        if ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            ids[i:i + 2] = [new_id]
+        i += 1
+    return ids
+''', 'changed the list `ids`'),
+    Mistake('cross_entropy', 'stable softmax then log (underflows to log 0)', '''
+def cross_entropy(logits, targets):
+    """ce"""
+    logits = logits.float()
+    e = torch.exp(logits - logits.amax(-1, keepdim=True))
+    p = e / e.sum(-1, keepdim=True)
+    return -torch.log(p.gather(-1, targets[..., None]).squeeze(-1) + 1e-12).mean()
+''', None),
+    Mistake('cross_entropy', 'softmax then log, no epsilon (log 0 = -inf)', '''
+def cross_entropy(logits, targets):
+    """ce"""
+    logits = logits.float()
+    e = torch.exp(logits - logits.amax(-1, keepdim=True))
+    p = e / e.sum(-1, keepdim=True)
+    return -torch.log(p.gather(-1, targets[..., None]).squeeze(-1)).mean()
+''', 'underflowed to 0'),
+    Mistake('cross_entropy', 'no float32 upcast (float16 logits give a float16 loss)', '''
+def cross_entropy(logits, targets):
+    """ce"""
+    top = logits.amax(-1, keepdim=True)
+    log_z = top.squeeze(-1) + torch.log(torch.exp(logits - top).sum(-1))
+    return (log_z - logits.gather(-1, targets[..., None]).squeeze(-1)).mean()
+''', 'compute in float32'),
+    Mistake('adamw_step', 'eps inside the square root', '''
+@torch.no_grad()
+def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
+               weight_decay=0.01):
+    """eps inside"""
+    param.mul_(1 - lr * weight_decay)
+    exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    m_hat = exp_avg / (1 - beta1 ** step)
+    v_hat = exp_avg_sq / (1 - beta2 ** step)
+    param.sub_(lr * m_hat / torch.sqrt(v_hat + eps))
+''', 'not under the root'),
+    Mistake('adamw_step', 'eps outside the division (m / sqrt(v) + eps)', '''
+@torch.no_grad()
+def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
+               weight_decay=0.01):
+    """adamw"""
+    param.mul_(1 - lr * weight_decay)
+    exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    m_hat = exp_avg / (1 - beta1 ** step)
+    v_hat = exp_avg_sq / (1 - beta2 ** step)
+
+    param.sub_(lr * (m_hat / v_hat.sqrt() + eps))
+''', None),
+    Mistake('adamw_step', 'no eps at all', '''
+@torch.no_grad()
+def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
+               weight_decay=0.01):
+    """adamw"""
+    param.mul_(1 - lr * weight_decay)
+    exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    m_hat = exp_avg / (1 - beta1 ** step)
+    v_hat = exp_avg_sq / (1 - beta2 ** step)
+
+    param.sub_(lr * m_hat / v_hat.sqrt())
+''', '0 / 0'),
+    Mistake('adamw_step', 'weight decay applied after the Adam update (decays the new param)', '''
+@torch.no_grad()
+def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
+               weight_decay=0.01):
+    """decay last"""
+    exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    m_hat = exp_avg / (1 - beta1 ** step)
+    v_hat = exp_avg_sq / (1 - beta2 ** step)
+    param.sub_(lr * m_hat / (v_hat.sqrt() + eps))
+    param.mul_(1 - lr * weight_decay)
+''', 'decaying the updated parameter'),
+]

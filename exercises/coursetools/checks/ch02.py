@@ -17,6 +17,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .ch01 import (
+    D_MIXED,
+    D_RATIOS,
+    D_SHARE,
+    D_SHARED,
+    distinct,
+    dropout_mistakes,
+    dropout_report,
+    gradients,
+    reference_gradients,
+    tracked_call,
+)
 from .core import Checker, Missing, randint, randn, random_mask, register
 
 # --- weights in cases, shared with the later chapters' checkers -----------------------------------
@@ -140,7 +152,8 @@ def oracle_mha_forward(self, query: Tensor, key: Tensor, value: Tensor,
 
 # --- split_heads / merge_heads --------------------------------------------------------------------
 
-SPLIT = "(B, L, D) → (B, H, L, D/H), head h gets the contiguous features h·D/H … (h+1)·D/H − 1"
+SPLIT = ("(B, L, D) → (B, H, L, D/H), head h gets the contiguous features h·D/H … (h+1)·D/H − 1, "
+         "gradients flow back to x")
 
 
 @register
@@ -149,18 +162,29 @@ class SplitHeadsChecker(Checker):
 
     def cases(self, gen, hidden):
         cases = [{"requirement": SPLIT, "x": randn(gen, 2, 3, 8), "num_heads": 2},
-                 {"requirement": SPLIT, "x": randn(gen, 1, 4, 12), "num_heads": 3}]
+                 {"requirement": SPLIT, "x": randn(gen, 1, 4, 9).double(), "num_heads": 3},
+                 {"requirement": SPLIT, "x": randn(gen, 2, 4, 6), "num_heads": 3,
+                  "_grad": randn(gen, 2, 3, 4, 2)}]
         if hidden:
             cases += [{"requirement": SPLIT, "x": randn(gen, 3, 1, 16), "num_heads": 4},
                       {"requirement": SPLIT, "x": randn(gen, 2, 5, 6), "num_heads": 1},
                       {"requirement": SPLIT, "x": randn(gen, 2, 7, 64), "num_heads": 8},
-                      {"requirement": SPLIT, "x": randn(gen, 1, 2, 8).double(), "num_heads": 8}]
+                      {"requirement": SPLIT, "x": randn(gen, 1, 2, 8).double(), "num_heads": 8},
+                      {"requirement": SPLIT, "x": randn(gen, 1, 5, 10).double(), "num_heads": 2,
+                       "_grad": randn(gen, 1, 2, 5, 5).double()}]
         return cases
 
     def run(self, obj, case):
-        return {"output": obj(case["x"], case["num_heads"])}
+        if "_grad" not in case:
+            return {"output": obj(case["x"], case["num_heads"])}
+        x = case["x"].detach().clone().requires_grad_(True)
+        output = tracked_call(obj, x.clone(), case["num_heads"])
+        return {"output": output} | gradients(output, {"x": x}, case["_grad"])
 
     def expected(self, case):
+        if "_grad" in case:
+            return reference_gradients(oracle_split_heads, case, ("x",),
+                                       num_heads=case["num_heads"])
         # Head h is the slice of features h*Dh ... (h+1)*Dh - 1, for every position.
         x, heads = case["x"], case["num_heads"]
         d_head = x.shape[-1] // heads
@@ -170,19 +194,20 @@ class SplitHeadsChecker(Checker):
     def mistakes(self, case):
         x, heads = case["x"], case["num_heads"]
         b, length, d = x.shape
-        return [
+        return distinct(self, case, [
             ("you reshaped (B, L, D) straight to (B, H, L, D/H), which mixes positions into "
              "heads: split the feature axis into (H, D/H) first, then move the head axis.",
              {"output": x.reshape(b, heads, length, d // heads)}),
             ("head h must get the contiguous features h·D/H … (h+1)·D/H − 1, not every H-th "
              "feature: the head axis comes before the within-head axis when you split D.",
              {"output": x.reshape(b, length, d // heads, heads).permute(0, 3, 1, 2)}),
-        ]
+        ])
 
     def symptom(self, case, got):
         out, x, heads = got.get("output"), case["x"], case["num_heads"]
         b, length, d = x.shape
-        if isinstance(out, Tensor) and tuple(out.shape) == (b, length, heads, d // heads):
+        if isinstance(out, Tensor) and tuple(out.shape) == (b, length, heads, d // heads) \
+                and length != heads:
             return ("the head axis must come before the positions: (B, H, L, D/H), so that "
                     "attention runs over the positions of each head.")
         return None
@@ -192,7 +217,8 @@ class SplitHeadsChecker(Checker):
         return oracle_split_heads
 
 
-MERGE = "the inverse of split_heads: (B, H, L, Dh) → (B, L, H·Dh), head 0's features first"
+MERGE = ("the inverse of split_heads: (B, H, L, Dh) → (B, L, H·Dh), head 0's features first, "
+         "gradients flow back to x")
 
 
 @register
@@ -201,18 +227,29 @@ class MergeHeadsChecker(Checker):
 
     def cases(self, gen, hidden):
         cases = [{"requirement": MERGE, "x": randn(gen, 2, 2, 3, 4)},
-                 {"requirement": MERGE, "x": randn(gen, 1, 3, 5, 2)}]
+                 {"requirement": MERGE, "x": randn(gen, 1, 3, 5, 2)},
+                 {"requirement": MERGE, "x": randn(gen, 1, 2, 3, 3).double()},
+                 {"requirement": MERGE, "x": randn(gen, 2, 3, 2, 2),
+                  "_grad": randn(gen, 2, 2, 6)}]
         if hidden:
             cases += [{"requirement": MERGE, "x": randn(gen, 3, 4, 1, 8)},
                       {"requirement": MERGE, "x": randn(gen, 2, 1, 6, 5)},
                       {"requirement": MERGE, "x": randn(gen, 2, 8, 7, 8)},
-                      {"requirement": MERGE, "x": randn(gen, 1, 2, 3, 4).double()}]
+                      {"requirement": MERGE, "x": randn(gen, 1, 2, 3, 4).double()},
+                      {"requirement": MERGE, "x": randn(gen, 1, 4, 3, 5).double(),
+                       "_grad": randn(gen, 1, 3, 20).double()}]
         return cases
 
     def run(self, obj, case):
-        return {"output": obj(case["x"])}
+        if "_grad" not in case:
+            return {"output": obj(case["x"])}
+        x = case["x"].detach().clone().requires_grad_(True)
+        output = tracked_call(obj, x.clone())
+        return {"output": output} | gradients(output, {"x": x}, case["_grad"])
 
     def expected(self, case):
+        if "_grad" in case:
+            return reference_gradients(oracle_merge_heads, case, ("x",))
         # Position l's vector is head 0's features, then head 1's, ... (concatenation).
         x = case["x"]
         return {"output": torch.cat([x[:, h] for h in range(x.shape[1])], dim=-1)}
@@ -220,14 +257,14 @@ class MergeHeadsChecker(Checker):
     def mistakes(self, case):
         x = case["x"]
         b, heads, length, d_head = x.shape
-        return [
+        return distinct(self, case, [
             ("heads merged in the wrong order: reshaping (B, H, L, Dh) straight to "
              "(B, L, H·Dh) mixes positions; bring the positions next to the batch axis first.",
              {"output": x.reshape(b, length, heads * d_head)}),
             ("the features are interleaved across heads: position l's vector is head 0's Dh "
              "features, then head 1's, ... (the inverse of split_heads).",
              {"output": x.permute(0, 2, 3, 1).reshape(b, length, heads * d_head)}),
-        ]
+        ])
 
     @property
     def oracle(self):
@@ -238,7 +275,8 @@ class MergeHeadsChecker(Checker):
 
 #: The requirements of MultiHeadAttention.forward, as its text states them.
 MHA_VALUES, MHA_MASK, MHA_KEEP, MHA_STALE, MHA_DROPOUT = (
-    "project, split into heads, attend, merge, project out",
+    "project, split into heads, attend, merge, project out; gradients reach the inputs and "
+    "the weights",
     "the mask is passed on to the attention",
     "keep_weights: the weights (B, H, Q, K) are kept in last_weights",
     "without keep_weights, last_weights is None (nothing left from an earlier call)",
@@ -274,6 +312,77 @@ def mha_case(gen: torch.Generator, batch: int, q_len: int, k_len: int, d_model: 
     if calls != "once":
         case["calls"] = calls
     return case | mha_weights(gen, "attn", d_model, bias)
+
+
+#: What a run with dropout is judged on, besides :func:`ch01.dropout_report`.
+MHA_FROM_DROPPED = "each head's output is its dropped weights times its values"
+#: What an eval-mode run with dropout > 0 is judged on, besides its output.
+MHA_SAME = "the same output on a second call (eval mode)"
+#: The gradients of a module's weights, flattened one after the other in name order.
+MHA_GRAD_WEIGHTS = "grad of the weights (all, by name)"
+
+
+def dropout_probe(gen: torch.Generator, batch: int, q_len: int, k_len: int, d_model: int,
+                  num_heads: int, dropout: float, keep_weights: bool, mask: str = "none",
+                  seed: int = 0) -> dict:
+    """A training-mode case whose output shows each head's attention weights: the values
+    projected (identity) give every head a row [1, one-hot(key j)], so a head's output is
+    [sum of its weights, its weights]; the output projection (a permutation) lays out
+    weight (h, j) at column h·K + j and head h's sum at column H·K + h. Run with dropout and
+    without, it tells dropout on the weights from dropout anywhere else."""
+    case = mha_case(gen, batch, q_len, k_len, d_model, num_heads, bias=False,
+                    keep_weights=keep_weights, mask=mask, requirement=MHA_DROPOUT,
+                    dropout=dropout, train=True)
+    d_head = d_model // num_heads
+    assert k_len + 1 <= d_head, "each head needs a feature for its sum and one per key"
+    value = torch.zeros(batch, k_len, d_model)
+    permutation = torch.zeros(d_model, d_model, dtype=torch.float64)
+    free = list(range(num_heads * (k_len + 1), d_model))
+    for h in range(num_heads):
+        value[:, :, h * d_head] = 1.0
+        permutation[num_heads * k_len + h, h * d_head] = 1.0
+        for j in range(k_len):
+            value[:, j, h * d_head + 1 + j] = 1.0
+            permutation[h * k_len + j, h * d_head + 1 + j] = 1.0
+        for f in range(h * d_head + k_len + 1, (h + 1) * d_head):
+            permutation[free.pop(0), f] = 1.0
+    # float64 so that the notebooks carry these exact matrices (float32 weights travel as
+    # random ones of the same spread); loading them into the module makes them float32.
+    case["value"] = value
+    case["w.attn.v_proj.weight"] = torch.eye(d_model, dtype=torch.float64)
+    case["w.attn.out_proj.weight"] = permutation
+    case["_seed"] = seed
+    return case
+
+
+def head_weights(output: Any, case: dict) -> tuple[Tensor, Tensor] | None:
+    """From the output of a :func:`dropout_probe` case: each head's weights laid out
+    (B, Q, H, K) and their sums (B, Q, H); None if the output is not (B, Q, D)."""
+    heads, k_len = case["num_heads"], case["key"].shape[1]
+    shape = (*case["query"].shape[:2], case["d_model"])
+    if not isinstance(output, Tensor) or tuple(output.shape) != shape:
+        return None
+    output = output.detach().double()
+    weights = output[..., :heads * k_len].unflatten(-1, (heads, k_len))
+    return weights, output[..., heads * k_len:heads * (k_len + 1)]
+
+
+def mha_dropout_run(module: nn.Module, case: dict) -> dict[str, Any]:
+    """Run a :func:`dropout_probe` case in eval mode, then in training mode (seeded); describe
+    what dropout did (:func:`ch01.dropout_report`). (Copied into student notebooks.)"""
+    args = (case["query"], case["key"], case["value"])
+    full = head_weights(module.eval()(*args, mask=case.get("mask"), cache=None), case)
+    module.train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(case["_seed"])
+        dropped = head_weights(module(*args, mask=case.get("mask"), cache=None), case)
+    if full is None or dropped is None:
+        reason = "not checked: forward must return a tensor of the query's shape"
+        return {key: Missing(reason) for key in (D_RATIOS, D_SHARED, D_MIXED, D_SHARE,
+                                                 MHA_FROM_DROPPED)}
+    from_dropped = bool(torch.allclose(dropped[1], dropped[0].sum(-1), atol=1e-5, rtol=1e-4))
+    return dropout_report(dropped[0].transpose(1, 2), full[0].transpose(1, 2),
+                          case["dropout"]) | {MHA_FROM_DROPPED: from_dropped}
 
 
 def mha_by_hand(case: dict, *, split: str = "heads", merge: str = "heads", out_proj: bool = True,
@@ -325,6 +434,8 @@ class MultiHeadAttentionChecker(Checker):
             mha_case(gen, 2, 4, 0, 8, 2, bias=True, keep_weights=False),
             mha_case(gen, 2, 3, 5, 8, 2, bias=True, keep_weights=False, mask="padding",
                      requirement=MHA_MASK),
+            mha_case(gen, 2, 4, 0, 12, 3, bias=False, keep_weights=False, mask="causal",
+                     requirement=MHA_MASK),
             mha_case(gen, 2, 3, 5, 8, 2, bias=True, keep_weights=True, mask="random",
                      requirement=MHA_KEEP),
             mha_case(gen, 2, 3, 0, 8, 2, bias=True, keep_weights=False,
@@ -335,6 +446,12 @@ class MultiHeadAttentionChecker(Checker):
                      dropout=1.0, train=True),
             mha_case(gen, 2, 3, 0, 8, 2, bias=True, keep_weights=False, requirement=MHA_DROPOUT,
                      dropout=1.0, train=False),
+            mha_case(gen, 2, 3, 4, 8, 2, bias=True, keep_weights=True, requirement=MHA_DROPOUT,
+                     dropout=0.5, train=False),
+            dropout_probe(gen, 2, 6, 5, 16, 2, 0.25, keep_weights=False, seed=3),
+            dropout_probe(gen, 2, 6, 5, 16, 2, 0.25, keep_weights=True, seed=4),
+            mha_case(gen, 2, 3, 0, 8, 4, bias=True, keep_weights=False) | {
+                "_grad": randn(gen, 2, 3, 8)},
         ]
         if hidden:
             cases += [
@@ -360,6 +477,13 @@ class MultiHeadAttentionChecker(Checker):
                          requirement=MHA_DROPOUT, dropout=1.0, train=True),
                 mha_case(gen, 2, 2, 6, 16, 4, bias=True, keep_weights=True, mask="padding",
                          requirement=MHA_DROPOUT, dropout=0.5, train=False),
+                mha_case(gen, 2, 5, 0, 12, 3, bias=False, keep_weights=False, mask="causal",
+                         requirement=MHA_DROPOUT, dropout=0.3, train=False),
+                dropout_probe(gen, 2, 7, 7, 32, 4, 0.5, keep_weights=False, mask="causal",
+                              seed=8),
+                dropout_probe(gen, 3, 4, 6, 24, 3, 0.3, keep_weights=True, seed=9),
+                mha_case(gen, 2, 3, 5, 12, 3, bias=False, keep_weights=False, mask="padding")
+                | {"_grad": randn(gen, 2, 3, 12)},
             ]
         return cases
 
@@ -369,12 +493,33 @@ class MultiHeadAttentionChecker(Checker):
             module = obj(case["d_model"], case["num_heads"], dropout=case["dropout"],
                          bias=case["bias"])
             load(module, case, "attn.").train(case["train"])
+            module.keep_weights = case["keep_weights"]
+            if "_seed" in case:
+                return mha_dropout_run(module, case)
+            if "_grad" in case:
+                inputs = {name: case[name].detach().clone().requires_grad_(True)
+                          for name in ("query", "key", "value")}
+                output = tracked_call(module, *(t.clone() for t in inputs.values()),
+                                      mask=mask, cache=None)
+                params = dict(sorted(module.named_parameters()))
+                grads = gradients(output, inputs | params, case["_grad"])
+                per_weight = [grads.pop(f"grad {name}") for name in params]
+                missing = [g for g in per_weight if not isinstance(g, Tensor)]
+                grads[MHA_GRAD_WEIGHTS] = missing[0] if missing else torch.cat(
+                    [g.flatten() for g in per_weight])
+                return {"output": output} | grads
             if case.get("calls") == "kept, then not":
                 module.keep_weights = True
                 module(case["query"], case["key"], case["value"], mask=mask, cache=None)
             module.keep_weights = case["keep_weights"]
             output = module(case["query"], case["key"], case["value"], mask=mask, cache=None)
+            twice = bool(case["dropout"]) and not case["train"]  # eval mode: no randomness
+            again = module(case["query"], case["key"], case["value"], mask=mask,
+                           cache=None) if twice else None
         got = {"output": output}
+        if twice:
+            got[MHA_SAME] = isinstance(output, Tensor) and isinstance(again, Tensor) and \
+                torch.equal(output, again)
         if case["keep_weights"] and not case["train"]:
             weights = module.last_weights
             got["last_weights"] = weights if weights is not None else Missing(
@@ -385,6 +530,10 @@ class MultiHeadAttentionChecker(Checker):
         return got
 
     def expected(self, case):
+        if "_seed" in case:
+            return self.expected_dropout(case)
+        if "_grad" in case:
+            return self.expected_gradients(case)
         query, key, value, mask = case["query"], case["key"], case["value"], case.get("mask")
         d_model, heads = case["d_model"], case["num_heads"]
         (b, q_len, _), k_len = query.shape, key.shape[1]
@@ -410,12 +559,70 @@ class MultiHeadAttentionChecker(Checker):
             result["last_weights"] = weights
         if case.get("calls"):
             result["last_weights"] = "None"
+        if case["dropout"] and not case["train"]:
+            result[MHA_SAME] = True
         return result
+
+    def expected_dropout(self, case):
+        """What dropout on the attention weights does to a :func:`dropout_probe` case, through
+        PyTorch's own multi-head attention (dropout on the weights, in training mode)."""
+        query, key, value, mask = case["query"], case["key"], case["value"], case.get("mask")
+        (b, q_len, _), k_len, heads = query.shape, key.shape[1], case["num_heads"]
+        mha = torch_mha(state(case, "attn."), case["d_model"], heads)
+        mha.dropout = case["dropout"]
+        attn_mask = torch_mask(mask, b, heads, q_len, k_len)
+        with quiet(), torch.no_grad():
+            full = head_weights(mha(query, key, value, attn_mask=attn_mask,
+                                    need_weights=False)[0], case)
+            mha.train()
+            torch.manual_seed(case["_seed"])
+            dropped = head_weights(mha(query, key, value, attn_mask=attn_mask,
+                                       need_weights=False)[0], case)
+        from_dropped = bool(torch.allclose(dropped[1], dropped[0].sum(-1), atol=1e-5,
+                                           rtol=1e-4))
+        return dropout_report(dropped[0].transpose(1, 2), full[0].transpose(1, 2),
+                              case["dropout"]) | {MHA_FROM_DROPPED: from_dropped}
+
+    def expected_gradients(self, case):
+        """The output and gradients of a "_grad" case, by autograd through F.linear and
+        F.scaled_dot_product_attention."""
+        weights = {name: w.clone().requires_grad_(True)
+                   for name, w in sorted(state(case, "attn.").items())}
+        heads, mask = case["num_heads"], case.get("mask")
+
+        def forward(query, key, value, *flat):
+            w = dict(zip(weights, flat))
+
+            def proj(x, name):
+                return F.linear(x, w[f"{name}.weight"], w.get(f"{name}.bias"))
+
+            q, k, v = (oracle_split_heads(proj(x, name), heads) for x, name in
+                       ((query, "q_proj"), (key, "k_proj"), (value, "v_proj")))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            return proj(oracle_merge_heads(out), "out_proj")
+
+        names = ("query", "key", "value")
+        inputs = [case[name].clone().requires_grad_(True) for name in names]
+        output = forward(*inputs, *weights.values())
+        grads = torch.autograd.grad(output, [*inputs, *weights.values()], case["_grad"])
+        return {"output": output.detach()} | {
+            f"grad {name}": grad for name, grad in zip(names, grads)} | {
+            MHA_GRAD_WEIGHTS: torch.cat([g.flatten() for g in grads[len(names):]])}
 
     def mistakes(self, case):
         d_model = case["d_model"]
         if case.get("calls"):
             return []  # read from the answer (symptom)
+        if "_seed" in case:
+            return distinct(self, case, [
+                ("dropout acts on each head's attention weights, not on the values, the "
+                 "heads' outputs or the merged output: with dropout, a head's output must stay "
+                 "its (dropped) weights times its values.", {MHA_FROM_DROPPED: False}),
+                *dropout_mistakes(case["dropout"])])
+        if case["dropout"] and not case["train"] and case["dropout"] < 1.0:
+            return [("dropout is for training only: in eval mode (self.training False) the "
+                     "attention uses no dropout, so two calls give the same output.",
+                     {MHA_SAME: False})]
         if case["dropout"]:
             if case["train"]:
                 return [("in training mode, drop attention weights with probability "
@@ -442,7 +649,7 @@ class MultiHeadAttentionChecker(Checker):
             if "values" in variant and torch.equal(case["key"], case["value"]):
                 continue
             found.append((message, {"output": mha_by_hand(case, **variant)[0]}))
-        return found
+        return distinct(self, case, found)
 
     def symptom(self, case, got):
         left = got.get("last_weights")

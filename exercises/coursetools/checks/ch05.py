@@ -11,6 +11,7 @@ with plain PyTorch ops; they are the oracles used while other exercises are chec
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .ch04 import TRANSFORMER_MODULES
-from .core import Checker, namespace_of, randint, randn, random_mask, register
+from .core import Checker, Missing, namespace_of, randint, randn, random_mask, register
 
 # --- weights, as the course's modules name them ------------------------------------------------
 
@@ -177,18 +178,27 @@ def feed_forward(w: dict[str, Tensor], cfg: dict[str, Any], x: Tensor) -> Tensor
 def decoder_layer_fn(w: dict[str, Tensor], cfg: dict[str, Any], x: Tensor, memory: Tensor,
                      self_mask: Tensor | None = None, memory_mask: Tensor | None = None,
                      cache: Any = None, cross_kv: str = "memory", swap_masks: bool = False,
-                     modes: tuple[str, str, str] = ("normal",) * 3) -> Tensor:
+                     modes: tuple[str, str, str] = ("normal",) * 3,
+                     cross_first: bool = False) -> Tensor:
     """A decoder layer from its weights; the keyword arguments after ``cache`` make the wrong
     versions the hints look for."""
     heads = cfg["num_heads"]
     if swap_masks:
         self_mask, memory_mask = memory_mask, self_mask
     self_cache, cross_cache = cache if cache is not None else (None, None)
-    x = residual(w, "self_attn_block", cfg, x,
-                 lambda y: attend(w, "self_attn", heads, y, y, self_mask, self_cache), modes[0])
-    x = residual(w, "cross_attn_block", cfg, x,
-                 lambda y: attend(w, "cross_attn", heads, y, memory if cross_kv == "memory" else y,
-                                  memory_mask, cross_cache, static_kv=True), modes[1])
+
+    def self_block(x: Tensor) -> Tensor:
+        return residual(w, "self_attn_block", cfg, x,
+                        lambda y: attend(w, "self_attn", heads, y, y, self_mask, self_cache),
+                        modes[0])
+
+    def cross_block(x: Tensor) -> Tensor:
+        return residual(w, "cross_attn_block", cfg, x,
+                        lambda y: attend(w, "cross_attn", heads, y,
+                                         memory if cross_kv == "memory" else y,
+                                         memory_mask, cross_cache, static_kv=True), modes[1])
+
+    x = self_block(cross_block(x)) if cross_first else cross_block(self_block(x))
     return residual(w, "ff_block", cfg, x, lambda y: feed_forward(w, cfg, y), modes[2])
 
 
@@ -282,6 +292,44 @@ def step_by_step(module: nn.Module, case: dict[str, Any], cache: Any) -> Tensor:
     return torch.cat(steps, dim=1)
 
 
+#: what each sublayer adds in a dropout case (the bias of its last linear, in every feature)
+DROPOUT_ADDS = {"self_attn.out_proj.bias": 1.0, "cross_attn.out_proj.bias": 2.0,
+                "feed_forward.linear2.bias": 4.0}
+SUBLAYERS = ("self-attention", "cross-attention", "feed-forward")
+
+
+def dropout_case(gen: torch.Generator, *, batch: int, t: int, s: int, d: int, p: float,
+                 heads: int = 2) -> dict[str, Any]:
+    """A DecoderLayer case in training mode with dropout ``p``: every weight 0 but the biases of
+    the sublayers' last linears (DROPOUT_ADDS) and the norms' scales (1), so that each sublayer
+    gives the same constant whatever its input and its inner (attention, feed-forward) dropout;
+    pre-norm, so that the output minus the input is the sum of the three sublayers' outputs
+    after their residual dropout: each either dropped (0) or kept and scaled by 1 / (1 - p)."""
+    case = layer_case(gen, batch=batch, t=t, s=s, d=d, heads=heads, d_ff=2 * d,
+                      norm_first=True, self_mask="target", mode="train")
+    for key, value in case.items():
+        if key.startswith("w."):
+            case[key] = torch.ones_like(value) if key.endswith("norm.weight") else \
+                torch.zeros_like(value)
+    for name, value in DROPOUT_ADDS.items():
+        case[f"w.{name}"] = torch.full((d,), value)
+    case["dropout"] = p
+    return case
+
+
+def dropout_sums(case: dict[str, Any], rule: tuple[str, str, str] = ("once",) * 3) -> Tensor:
+    """The distinct values of output - input in a dropout case, rounded to 3 decimals: each
+    sublayer adds 0 or c / (1 - p) ("once", its dropout), c ("none": no dropout) or 0 or
+    c / (1 - p)^2 ("twice": dropped twice)."""
+    keep = 1.0 - case["dropout"]
+    sums = {0.0}
+    for how, name in zip(rule, DROPOUT_ADDS):
+        c = float(case[f"w.{name}"][0])
+        added = {"once": (0.0, c / keep), "none": (c,), "twice": (0.0, c / keep**2)}[how]
+        sums = {total + a for total in sums for a in added}
+    return torch.tensor(sorted(sums)).round(decimals=3)
+
+
 def _kv_cache_class(obj: Any) -> type:
     ns = namespace_of(obj) or {}
     if "KVCache" not in ns:
@@ -302,6 +350,7 @@ class CausalMaskChecker(Checker):
 
     def cases(self, gen, hidden):
         cases = [{"requirement": CM_VALUES, "length": 4}, {"requirement": CM_VALUES, "length": 7},
+                 {"requirement": CM_VALUES, "length": 11},
                  {"requirement": CM_DEVICE, "length": 3, "device": "meta"}]
         if hidden:
             cases += [{"requirement": CM_VALUES, "length": 1},
@@ -363,8 +412,13 @@ class TargetMaskChecker(Checker):
 
     def cases(self, gen, hidden):
         def tokens(batch, length, pad_id):
+            """Ids other than pad_id, some below it (the first token of row 0 surely, as it
+            is always real), padded at the end of random lengths."""
             real = lengths_mask(gen, batch, length)
-            ids = torch.randint(pad_id + 1, pad_id + 10, (batch, length), generator=gen)
+            ids = torch.randint(0, pad_id + 9, (batch, length), generator=gen)
+            ids[ids >= pad_id] += 1
+            if pad_id > 0:
+                ids[0, 0] = pad_id - 1
             return ids.masked_fill(~real, pad_id)
 
         def meta(batch, length):
@@ -372,10 +426,12 @@ class TargetMaskChecker(Checker):
 
         cases = [{"requirement": TM_VALUES, "tokens": tokens(3, 5, 0), "pad_id": 0},
                  {"requirement": TM_VALUES, "tokens": tokens(2, 4, 3), "pad_id": 3},
+                 {"requirement": TM_VALUES, "tokens": tokens(1, 4, 2), "pad_id": 2},
                  {"requirement": TM_DEVICE, "tokens": meta(2, 3), "pad_id": 0}]
         if hidden:
             cases += [{"requirement": TM_VALUES, "tokens": tokens(1, 1, 0), "pad_id": 0},
                       {"requirement": TM_VALUES, "tokens": tokens(4, 8, 3), "pad_id": 3},
+                      {"requirement": TM_VALUES, "tokens": tokens(1, 6, 5), "pad_id": 5},
                       {"requirement": TM_VALUES, "tokens": torch.arange(3, 9).view(2, 3),
                        "pad_id": 0},
                       {"requirement": TM_DEVICE, "tokens": meta(3, 6), "pad_id": 2}]
@@ -410,6 +466,9 @@ class TargetMaskChecker(Checker):
         if pad != 0:
             found.append(("use the pad_id you are given: padding is not always id 0.",
                           {"mask": (tokens != 0)[:, None, None, :] & tril(t)}))
+        if bool((tokens < pad).any()):
+            found.append(("padding is the id pad_id exactly: a real token's id may be smaller "
+                          "than pad_id.", {"mask": (tokens > pad)[:, None, None, :] & tril(t)}))
         return found
 
     def symptom(self, case, got):
@@ -436,7 +495,8 @@ class TargetMaskChecker(Checker):
 
 
 DL_VALUES, DL_MASKS, DL_CACHE = (
-    "self-attention, cross-attention over memory, feed-forward, each in its sublayer",
+    "self-attention, cross-attention over memory, feed-forward, each in its sublayer (whose "
+    "dropout acts in training mode only)",
     "self_mask reaches the self-attention, memory_mask the cross-attention",
     "step by step with the cache, the same as the full pass (self-attention appends, "
     "cross-attention computes the memory's keys once)")
@@ -449,13 +509,18 @@ class DecoderLayerChecker(Checker):
 
     def cases(self, gen, hidden):
         cases = [
-            {"requirement": DL_VALUES} | layer_case(gen, batch=2, t=4, s=5, d=8, d_ff=16,
+            {"requirement": DL_VALUES} | layer_case(gen, batch=1, t=4, s=5, d=8, d_ff=16,
                                                     self_mask="none", memory_mask=False),
             {"requirement": DL_MASKS} | layer_case(gen, batch=2, t=5, s=5, d=8, d_ff=16,
                                                    self_mask="target"),
             {"requirement": DL_CACHE} | layer_case(gen, batch=2, t=4, s=6, d=8, d_ff=16,
                                                    heads=2, norm_first=True,
                                                    activation="gelu", mode="cached"),
+            # Built with dropout, used in eval mode: the same output as without dropout.
+            {"requirement": DL_VALUES, "dropout": 0.4} | layer_case(
+                gen, batch=2, t=3, s=4, d=8, d_ff=16, self_mask="target", mode="eval"),
+            # In training mode each sublayer's output goes through its dropout (p = 0.5).
+            {"requirement": DL_VALUES} | dropout_case(gen, batch=2, t=4, s=3, d=16, p=0.5),
         ]
         if hidden:
             cases += [
@@ -469,14 +534,27 @@ class DecoderLayerChecker(Checker):
                                                        self_mask="random", activation="gelu"),
                 {"requirement": DL_MASKS} | layer_case(gen, batch=2, t=3, s=6, norm_first=True),
                 {"requirement": DL_CACHE} | layer_case(gen, batch=3, t=5, s=4, mode="cached"),
+                {"requirement": DL_VALUES, "dropout": 0.7} | layer_case(
+                    gen, batch=3, t=5, s=2, heads=4, activation="gelu", mode="eval"),
+                {"requirement": DL_VALUES} | dropout_case(gen, batch=3, t=8, s=5, d=32, p=0.25,
+                                                          heads=4),
             ]
         return cases
 
     def run(self, obj, case):
-        layer = obj(**{k: case[k] for k in LAYER_CFG}, dropout=0.0)
+        layer = obj(**{k: case[k] for k in LAYER_CFG}, dropout=case.get("dropout", 0.0))
         layer.load_state_dict(weights_of(case))
-        layer.eval()
+        layer.train(case["mode"] == "train")
         with torch.no_grad():
+            if case["mode"] == "train":
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(0)
+                    out = layer(case["x"], case["memory"], self_mask=case.get("self_mask"),
+                                memory_mask=case.get("memory_mask"))
+                if not isinstance(out, Tensor) or out.shape != case["x"].shape:
+                    return {"added": Missing("the output does not have the input's shape")}
+                # What the sublayers added to the input, each distinct value once.
+                return {"added": torch.unique((out - case["x"]).round(decimals=3))}
             if case["mode"] == "cached":
                 kv_cache = _kv_cache_class(obj)
                 cache = (kv_cache(), kv_cache())
@@ -487,6 +565,8 @@ class DecoderLayerChecker(Checker):
                                     memory_mask=case.get("memory_mask"))}
 
     def expected(self, case):
+        if case["mode"] == "train":
+            return {"added": dropout_sums(case)}
         layer = torch_layer(case, weights_of(case))
         # Step by step with a cache must give what the full pass gives with a causal mask.
         self_mask = tril(case["x"].shape[1]) if case["mode"] == "cached" else case.get("self_mask")
@@ -499,6 +579,8 @@ class DecoderLayerChecker(Checker):
         return result
 
     def mistakes(self, case):
+        if case["mode"] == "train":
+            return self._dropout_mistakes(case)
         w = weights_of(case)
         cfg = {k: case[k] for k in LAYER_CFG}
         self_mask = tril(case["x"].shape[1]) if case["mode"] == "cached" else case.get("self_mask")
@@ -514,6 +596,8 @@ class DecoderLayerChecker(Checker):
         found = [
             ("the cross-attention's keys and values come from the encoder's `memory`, not "
              "from the decoder's own states.", variant(cross_kv="x")),
+            ("the self-attention comes first, then the cross-attention, then the "
+             "feed-forward.", variant(cross_first=True)),
         ]
         if self_mask is not None and memory_mask is not None:
             found.append(("the masks are swapped: self_mask belongs to the self-attention, "
@@ -532,7 +616,36 @@ class DecoderLayerChecker(Checker):
                           decoder_layer_fn(w, cfg, case["x"], case["memory"])))
         return [(hint, {"output": out}) for hint, out in found if out is not None]
 
+    def _dropout_mistakes(self, case):
+        found = [("in training mode each sublayer's output goes through its dropout before "
+                  "the residual sum (the Sublayer blocks do that): here nothing is dropped.",
+                  dropout_sums(case, ("none",) * 3))]
+        for rule in itertools.product(("once", "none", "twice"), repeat=3):
+            if rule in (("once",) * 3, ("none",) * 3):
+                continue
+            parts = []
+            undropped = " and the ".join(n for n, how in zip(SUBLAYERS, rule) if how == "none")
+            if undropped:
+                parts.append(f"in training mode the output of the {undropped} goes through "
+                             "its sublayer's dropout too")
+            twice = " and the ".join(n for n, how in zip(SUBLAYERS, rule) if how == "twice")
+            if twice:
+                parts.append(f"the output of the {twice} is dropped twice: its sublayer "
+                             "block already applies the dropout")
+            hint = "; ".join(parts) + "."
+            found.append((hint, dropout_sums(case, rule)))
+        return [(hint, {"added": added}) for hint, added in found]
+
     def symptom(self, case, got):
+        if case["mode"] == "eval":
+            return ("in eval mode dropout does nothing: this layer, built with dropout > 0, "
+                    "must give the same output as without dropout (an nn.Dropout module "
+                    "knows the mode; F.dropout must be told).")
+        if case["mode"] == "train":
+            return ("`added` lists the distinct values of output - input. In this case each "
+                    "sublayer gives a constant (1, 2 and 4); in training mode its dropout "
+                    "drops it (0) or keeps it scaled by 1 / (1 - p), and pre-norm adds the "
+                    "three to the input.")
         if case["mode"] != "cached":
             return None
         t, s = case["x"].shape[1], case["memory"].shape[1]
@@ -563,7 +676,7 @@ class DecoderChecker(Checker):
     def cases(self, gen, hidden):
         cases = [
             {"requirement": DEC_ORDER} | layer_case(gen, batch=2, t=5, s=4, d=8, d_ff=16,
-                                                    layers=2, final_norm=True,
+                                                    layers=3, final_norm=True,
                                                     self_mask="target"),
             {"requirement": DEC_CACHE} | layer_case(gen, batch=2, t=4, s=5, d=8, d_ff=16,
                                                     layers=2, final_norm=True, norm_first=True,
@@ -635,6 +748,19 @@ class DecoderChecker(Checker):
         if norm is not None:
             found.append(("the final norm is missing: when the decoder has one (self.norm), "
                           "it comes after the last layer.", chained[-1]))
+            every = x
+            with torch.no_grad():
+                for layer in layers:
+                    every = norm(torch_decoder_stack([layer], every, memory, h, self_mask,
+                                                     memory_mask)[-1])
+            found.append(("the final norm comes once, after the last layer, not after every "
+                          "layer.", every))
+        if len(layers) > 1:
+            backwards = torch_decoder_stack(layers[::-1], x, memory, h, self_mask, memory_mask)
+            with torch.no_grad():
+                last = norm(backwards[-1]) if norm is not None else backwards[-1]
+            found.append(("the layers run in the order of self.layers, the first one first.",
+                          last))
         separate = [torch_decoder_stack([layer], x, memory, h, self_mask, memory_mask)[-1]
                     for layer in layers]
         first_only = torch_decoder_stack([layers[0]] * len(layers), x, memory, h, self_mask,

@@ -32,9 +32,19 @@ from .ch05 import (
     tril,
     weights_of,
 )
-from .core import Checker, Missing, namespace_of, randn, random_mask, register
+from .core import (
+    Checker,
+    Missing,
+    distinct,
+    namespace_of,
+    randn,
+    random_mask,
+    register,
+)
 
-BOS, EOS = 1, 2  # the course's special ids (PAD is the model's pad_id, 0 unless a case says)
+# The course's special ids; the cases also use others (the model's pad_id, bos_id, eos_id).
+PAD, BOS, EOS = 0, 1, 2
+
 
 MODEL_CFG = ("src_vocab", "tgt_vocab", "d_model", "num_heads", "enc_layers", "dec_layers", "d_ff",
              "activation", "norm_first", "final_norm", "positional", "max_positions", "pad_id")
@@ -279,9 +289,10 @@ class EncodeChecker(Checker):
     forbidden = TRANSFORMER_CALLS
 
     def cases(self, gen, hidden):
+        src = tokens_with_padding(gen, 2, 6, 12, 3)
+        src[0, 0] = 0  # a real token: the padding is id 3 here
         cases = [
-            {"requirement": EN_VALUES, **model_case(gen),
-             "src": tokens_with_padding(gen, 2, 6, 12, 0)},
+            {"requirement": EN_VALUES, **model_case(gen, pad_id=3), "src": src},
             {"requirement": EN_MASK, **model_case(gen, enc_layers=2, norm_first=True,
                                                   final_norm=True, positional="learned"),
              "src": tokens_with_padding(gen, 3, 5, 12, 0),
@@ -348,6 +359,9 @@ class EncodeChecker(Checker):
             ("the encoder needs the source padding mask (the model's src_mask(src) when none "
              "is given).", {"memory": ref.encode(src, None)}),
         ]
+        if case["pad_id"] != PAD and "src_mask" not in case:
+            found.append(("padding is the model's pad_id, not always id 0.",
+                          {"memory": ref.encode(src, (src != PAD)[:, None, None, :])}))
         if "src_mask" in case:
             found.append(("use the src_mask argument when it is given (build one only when it "
                           "is None).", {"memory": ref.encode(src, ref.source_mask(src))}))
@@ -560,6 +574,10 @@ class ForwardChecker(Checker):
              {"logits": ref.decode(tgt, ref.encode(src, None), src_mask, ref.target_mask(tgt))}),
             ("the target mask must hide target padding too: let decode build it.",
              {"logits": ref.decode(tgt, memory, src_mask, tril(tgt.shape[1]))}),
+            ("the memory is the encoder's output once: encode already runs the encoder.",
+             {"logits": ref.decode(tgt, ref.stacks["encoder"](memory, mask=torch_mask(
+                 src_mask, src.shape[0], case["num_heads"], src.shape[1], src.shape[1])),
+                 src_mask, ref.target_mask(tgt))}),
         ]
 
     @property
@@ -570,25 +588,31 @@ class ForwardChecker(Checker):
 # --- decoding ----------------------------------------------------------------------------------------
 
 
-def reference_greedy(case: dict[str, Any], last: bool = True) -> Tensor:
+def reference_greedy(case: dict[str, Any], last: bool = True, **wrong: Any) -> Tensor:
     """Greedy decoding the plain way: re-run the whole prefix through the PyTorch model at every
     step; PAD and BOS are never chosen; after EOS comes PAD; stop when every row has ended.
-    ``last=False`` reads the first position's logits (a mistake the hints recognise)."""
+    The mistakes the hints recognise: ``last=False`` reads the first position's logits;
+    ``wrong`` may say which id starts (``bos``), ends (``eos``), follows the end (``fill``)
+    and is never chosen (``never``), and drop the source mask from the encoder
+    (``encode_mask=False``) or the decoder (``memory_mask=False``)."""
     ref = TorchTransformer(case)
     pad, bos, eos = case["pad_id"], case["bos_id"], case["eos_id"]
+    start, end, fill = wrong.get("bos", bos), wrong.get("eos", eos), wrong.get("fill", pad)
+    never = list(wrong.get("never", (pad, bos)))
     src = case["src"]
     src_mask = ref.source_mask(src)
-    memory = ref.encode(src, src_mask)
-    out = torch.full((src.shape[0], 1), bos)
+    memory = ref.encode(src, src_mask if wrong.get("encode_mask", True) else None)
+    memory_mask = src_mask if wrong.get("memory_mask", True) else None
+    out = torch.full((src.shape[0], 1), start)
     done = torch.zeros(src.shape[0], dtype=torch.bool)
     for _ in range(case["max_len"]):
-        logits = ref.decode(out, memory, src_mask, ref.target_mask(out))[:, -1 if last else 0]
+        logits = ref.decode(out, memory, memory_mask, ref.target_mask(out))[:, -1 if last else 0]
         log_probs = F.log_softmax(logits, dim=-1)
-        log_probs[:, [pad, bos]] = float("-inf")
+        log_probs[:, never] = float("-inf")
         best = log_probs.argmax(dim=-1)
-        best = torch.where(done, torch.full_like(best, pad), best)
+        best = torch.where(done, torch.full_like(best, fill), best)
         out = torch.cat([out, best[:, None]], dim=1)
-        done = done | (best == eos)
+        done = done | (best == end)
         if bool(done.all()):
             break
     return out
@@ -619,8 +643,8 @@ class GreedyChecker(Checker):
     name = "greedy_decode"
     uses = ("Transformer.encode", "Transformer.decode")
 
-    def _case(self, gen, requirement, batch, s, max_len, use_cache=True, eos_id=EOS,
-              boost=None, want=None, train=False, **cfg):
+    def _case(self, gen, requirement, batch, s, max_len, use_cache=True, bos_id=BOS,
+              eos_id=EOS, boost=None, want=None, train=False, **cfg):
         """A greedy-decoding case; ``want`` redraws the weights (up to 30 times, from ``gen``)
         until some rows end before others ("mixed": padding after EOS) or all rows end before
         max_len, not all at once ("all_end": stopping early). ``train`` hands the model over
@@ -629,7 +653,7 @@ class GreedyChecker(Checker):
         for _ in range(30):
             case = {"requirement": requirement} | model_case(gen, bias_boost=boost, **cfg)
             case.update(src=tokens_with_padding(gen, batch, s, case["src_vocab"], case["pad_id"]),
-                        max_len=max_len, use_cache=use_cache, bos_id=BOS, eos_id=eos_id)
+                        max_len=max_len, use_cache=use_cache, bos_id=bos_id, eos_id=eos_id)
             if train:
                 case.update(dropout=1.0, train=True)
             if want is None:
@@ -645,10 +669,11 @@ class GreedyChecker(Checker):
 
     def cases(self, gen, hidden):
         cases = [
-            self._case(gen, GR_STOP, 3, 5, 8, want="all_end"),
-            self._case(gen, GR_PAD, 2, 4, 6, use_cache=False, want="mixed"),
+            # Special ids other than the course's PAD, BOS, EOS: the ones given count.
+            self._case(gen, GR_STOP, 3, 5, 8, bos_id=4, eos_id=5, want="all_end"),
+            self._case(gen, GR_PAD, 2, 4, 6, use_cache=False, pad_id=3, want="mixed"),
             # PAD and BOS get the highest bias: they must still never be chosen.
-            self._case(gen, GR_NEVER, 2, 5, 5, boost={0: 3.0, BOS: 3.0}),
+            self._case(gen, GR_NEVER, 2, 5, 5, pad_id=3, bos_id=4, boost={3: 3.0, 4: 3.0}),
             # Pre-norm, no final norm: with every activation dropped the logits are the
             # output bias (carried as is), whose best token is 4, never EOS.
             self._case(gen, GR_EVAL, 2, 4, 5, norm_first=True, final_norm=False,
@@ -663,6 +688,8 @@ class GreedyChecker(Checker):
                            eos_id=3, want="all_end"),
                 self._case(gen, GR_STOP, 2, 5, 6, boost={EOS: 8.0}),
                 self._case(gen, GR_NEVER, 3, 4, 6, boost={0: 4.0, BOS: 2.0}, use_cache=False),
+                self._case(gen, GR_PAD, 3, 5, 8, pad_id=5, bos_id=7, eos_id=9, want="mixed"),
+                self._case(gen, GR_NEVER, 2, 4, 5, pad_id=6, bos_id=8, boost={6: 3.0, 8: 3.0}),
                 self._case(gen, GR_EVAL, 3, 5, 7, use_cache=False, norm_first=True,
                            final_norm=False, boost={5: 0.8, EOS: 0.3}, train=True),
             ]
@@ -682,8 +709,35 @@ class GreedyChecker(Checker):
             return [("decode with the model in eval mode: it may come from training, and its "
                      "dropout must be off while it generates.",
                      {"tokens": dropped_greedy(case)})]
-        return [("take the next token from the logits of the LAST position, not the first.",
-                 {"tokens": reference_greedy(case, last=False)})]
+        pad, bos, eos = case["pad_id"], case["bos_id"], case["eos_id"]
+        wrong: list[tuple[str, dict[str, Any]]] = [
+            ("take the next token from the logits of the LAST position, not the first.",
+             {"last": False}),
+            ("the decoder needs the source padding mask as its memory mask, so that the "
+             "cross-attention ignores the source's padding.", {"memory_mask": False}),
+            ("encode the source with its padding mask.", {"encode_mask": False}),
+        ]
+        if eos != EOS:
+            wrong.append(("a sequence ends at the eos_id you are given, which is not always "
+                          "the course's EOS.", {"eos": EOS}))
+        if bos != BOS:
+            wrong += [("the output starts with the bos_id you are given, not always the "
+                       "course's BOS.", {"bos": BOS}),
+                      ("bos_id is never chosen: the one you are given, not always the course's "
+                       "BOS.", {"never": (pad, BOS)}),
+                      ("use the bos_id you are given (not always the course's BOS): the output "
+                       "starts with it, and it is never chosen.",
+                       {"bos": BOS, "never": (pad, BOS)})]
+        if pad != PAD:
+            wrong += [("after a sequence's EOS comes the model's pad_id, not always the "
+                       "course's PAD.", {"fill": PAD}),
+                      ("pad_id is never chosen: the model's, not always the course's PAD.",
+                       {"never": (PAD, bos)}),
+                      ("use the model's pad_id (not always the course's PAD): it comes after a "
+                       "sequence's EOS, and it is never chosen.",
+                       {"fill": PAD, "never": (PAD, bos)})]
+        return distinct(self, case, [(hint, {"tokens": reference_greedy(case, **kw)})
+                                     for hint, kw in wrong])
 
     def symptom(self, case, got):
         out = got.get("tokens")
@@ -740,6 +794,9 @@ class LengthPenaltyChecker(Checker):
             {"requirement": LP, "length": torch.tensor([1, 2, 5, 10]), "alpha": 0.6},
             {"requirement": LP, "length": torch.randint(1, 30, (2, 3), generator=gen),
              "alpha": 1.0},
+            {"requirement": LP, "length": torch.randint(1, 30, (2, 2), generator=gen),
+             "alpha": 0.0},
+            {"requirement": LP, "length": torch.tensor([4]), "alpha": 0.8},
         ]
         if hidden:
             cases += [
@@ -761,19 +818,22 @@ class LengthPenaltyChecker(Checker):
 
     def mistakes(self, case):
         length, alpha = case["length"].double(), case["alpha"]
-        return [
+        return distinct(self, case, [
             ("GNMT's penalty is ((5 + length) / 6) ** alpha, not length ** alpha.",
              {"penalty": (length ** alpha).float()}),
             ("divide (5 + length) by 6 before raising to the power alpha.",
              {"penalty": ((5 + length) ** alpha / 6).float()}),
             ("(5 + length) / 6 must be a true division, not an integer one.",
              {"penalty": (torch.div(5 + length, 6, rounding_mode="floor") ** alpha).float()}),
-        ]
+        ])
 
     def symptom(self, case, got):
         out = got.get("penalty")
         if isinstance(out, Tensor) and out.dtype != torch.float32:
-            return "return a float32 tensor, whatever the lengths' integer dtype."
+            return "return a float32 tensor, whatever the lengths' integer dtype (and alpha)."
+        if not isinstance(out, Tensor):
+            return ("return a tensor of the lengths' shape, even when it holds one length "
+                    "(not a Python number).")
         return None
 
     @property
@@ -835,6 +895,7 @@ class BeamStepChecker(Checker):
             {"requirement": BS_VALUES} | self._case(gen, 2, 2, 5, first=True),
             {"requirement": BS_VALUES} | self._case(gen, 2, 3, 6, p_finished=0.0),
             {"requirement": BS_FINISHED} | self._case(gen, 2, 3, 6, p_finished=0.5),
+            {"requirement": BS_FINISHED} | self._case(gen, 2, 2, 6, pad_id=3, p_finished=0.5),
         ]
         if hidden:
             cases += [
@@ -877,6 +938,12 @@ class BeamStepChecker(Checker):
                     found.append(("a finished hypothesis may only be extended by pad_id, at no "
                                   "cost (log-prob 0 for pad_id, -inf for every other token).",
                                   {"scores": wrong}))
+            if case["pad_id"] != PAD:
+                _, _, wrong = reference_beam_step(case["scores"], case["log_probs"],
+                                                  case["finished"], PAD)
+                if not torch.equal(wrong, exp["tokens"]):
+                    found.insert(0, ("extend finished hypotheses with the pad_id you are given, "
+                                     "not always the course's PAD.", {"tokens": wrong}))
         return found
 
     @property

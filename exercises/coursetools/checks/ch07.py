@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import types
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .core import Checker, randint, randn, register
+from .core import Checker, Missing, randint, randn, register
 
 
 def oracle_smoothed_loss(logits: Tensor, target: Tensor, smoothing: float = 0.1,
@@ -141,19 +141,24 @@ class LabelSmoothingChecker(Checker):
 
 
 def oracle_noam(step: int, d_model: int, warmup_steps: int = 4000, factor: float = 1.0) -> float:
+    if step < 1:
+        raise ValueError(f"step is counted from 1, got {step}")
     return factor * d_model ** -0.5 * min(step ** -0.5, step * warmup_steps ** -1.5)
 
 
-def as_number_tensor(values: list) -> Tensor | list:
-    """Numbers -> a float64 tensor; anything else is returned as is (and fails the check)."""
-    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        return torch.tensor([float(v) for v in values], dtype=torch.float64)
-    if all(isinstance(v, Tensor) and v.numel() == 1 for v in values):
-        return torch.tensor([float(v) for v in values], dtype=torch.float64)
-    return values
+def as_float(value: object, what: str) -> Tensor | Missing:
+    """A returned Python float -> a float64 0-dim tensor (to compare); anything else, Missing."""
+    if isinstance(value, float):
+        return torch.tensor(value, dtype=torch.float64)
+    shape = f" of shape {tuple(value.shape)}" if isinstance(value, Tensor) else ""
+    return Missing(f"{what} must be a Python float; your function returned "
+                   f"{type(value).__name__}{shape} (`.item()` or `float()` turns a 0-dim tensor "
+                   "into one)")
 
 
-NOAM = "d_model^−0.5 · factor · min(step^−0.5, step · warmup_steps^−1.5)"
+NOAM = ("d_model^−0.5 · factor · min(step^−0.5, step · warmup_steps^−1.5), a Python float; "
+        "step 0: ValueError")
+NOAM_ZERO = "raises ValueError"
 
 
 @register
@@ -163,50 +168,63 @@ class NoamChecker(Checker):
     atol = 1e-12
 
     def cases(self, gen, hidden):
-        def steps(warmup):
-            return torch.tensor([1, 2, warmup // 2, warmup - 1, warmup, warmup + 1, 2 * warmup,
-                                 10 * warmup], dtype=torch.int64)
+        def schedule(d_model, warmup, factor, steps):
+            return [{"requirement": NOAM, "step": step, "d_model": d_model,
+                     "warmup_steps": warmup, "factor": factor} for step in steps]
 
-        cases = [{"requirement": NOAM, "steps": steps(4000), "d_model": 512, "warmup": 4000,
-                  "factor": 1.0},
-                 {"requirement": NOAM, "steps": steps(100), "d_model": 64, "warmup": 100,
-                  "factor": 2.0}]
+        cases = [*schedule(64, 100, 2.0, (1, 50, 99, 100, 101, 400)),
+                 *schedule(512, 4000, 1.0, (0, 1, 2000, 4000, 16000))]
         if hidden:
             warmup = randint(gen, 10, 500)
-            cases += [
-                {"requirement": NOAM, "steps": steps(warmup), "d_model": randint(gen, 16, 256),
-                 "warmup": warmup, "factor": 0.5},
-                {"requirement": NOAM, "steps": steps(8), "d_model": 32, "warmup": 8,
-                 "factor": 1.5},
-            ]
+            cases += [*schedule(randint(gen, 16, 256), warmup, 0.5,
+                                (0, 1, 2, warmup // 2, warmup - 1, warmup, warmup + 1,
+                                 2 * warmup, 10 * warmup)),
+                      *schedule(32, 8, 1.5, (1, 7, 8, 9, 80))]
         return cases
 
-    def describe(self, case):
-        return (f"d_model={case['d_model']}, warmup_steps={case['warmup']}, "
-                f"factor={case['factor']}, steps {case['steps'].tolist()}")
-
     def run(self, obj, case):
-        values = [obj(int(step), case["d_model"], warmup_steps=case["warmup"],
-                      factor=case["factor"]) for step in case["steps"]]
-        return {"lr": as_number_tensor(values)}
+        args = (case["step"], case["d_model"])
+        kwargs = {"warmup_steps": case["warmup_steps"], "factor": case["factor"]}
+        if case["step"] == 0:
+            try:
+                value = obj(*args, **kwargs)
+            except ValueError:
+                return {"step 0": NOAM_ZERO}
+            except Exception as error:  # noqa: BLE001  (say what happened instead)
+                return {"step 0": f"raises {type(error).__name__}"}
+            return {"step 0": f"returns {value!r}"}
+        return {"lr": as_float(obj(*args, **kwargs), "the learning rate")}
 
     def expected(self, case):
-        step = case["steps"].double()
-        lr = case["factor"] * case["d_model"] ** -0.5 * torch.minimum(
-            step ** -0.5, step * case["warmup"] ** -1.5)
-        return {"lr": lr}
+        if case["step"] == 0:
+            return {"step 0": NOAM_ZERO}
+        return {"lr": torch.tensor(oracle_noam(**{k: case[k] for k in (
+            "step", "d_model", "warmup_steps", "factor")}), dtype=torch.float64)}
 
     def mistakes(self, case):
-        step, d, w, f = case["steps"].double(), case["d_model"], case["warmup"], case["factor"]
-        return [
+        if case["step"] == 0:
+            return []
+        step, d, w, f = (float(case["step"]), case["d_model"], case["warmup_steps"],
+                         case["factor"])
+        right = f * d ** -0.5 * min(step ** -0.5, step * w ** -1.5)
+        found = [
             ("min, not max: the rate is the smaller of the warm-up line and the decay.",
-             {"lr": f * d ** -0.5 * torch.maximum(step ** -0.5, step * w ** -1.5)}),
-            ("scale by d_model ** -0.5.",
-             {"lr": f * torch.minimum(step ** -0.5, step * w ** -1.5)}),
+             f * d ** -0.5 * max(step ** -0.5, step * w ** -1.5)),
+            ("scale by d_model ** -0.5.", f * min(step ** -0.5, step * w ** -1.5)),
             ("the warm-up line is step * warmup_steps ** -1.5 (it meets the decay at "
-             "step == warmup_steps).",
-             {"lr": f * d ** -0.5 * torch.minimum(step ** -0.5, step * w ** -0.5)}),
+             "step == warmup_steps).", f * d ** -0.5 * min(step ** -0.5, step * w ** -0.5)),
         ]
+        # Hints are matched within 1e-4: a mistake that gives nearly the right rate at this
+        # step cannot be told from another wrong answer there.
+        return [(hint, {"lr": torch.tensor(lr, dtype=torch.float64)}) for hint, lr in found
+                if abs(lr - right) > 3e-4]
+
+    def symptom(self, case, got):
+        answer = got.get("step 0")
+        if isinstance(answer, str) and answer != NOAM_ZERO:
+            return ("steps are counted from 1, and step^−0.5 has no value at 0: reject "
+                    "step 0 with a ValueError.")
+        return None
 
     @property
     def oracle(self):
@@ -228,6 +246,20 @@ class ToyModel(nn.Module):
         return self.out(self.dropout(torch.tanh(self.tgt_embed(tgt_in) + context)))
 
 
+@dataclass
+class ToyBatch:
+    """The course's ``Batch`` (solutions.data), same fields and ``to``."""
+
+    src: Tensor
+    tgt_in: Tensor
+    tgt_out: Tensor
+    num_tokens: int
+
+    def to(self, device) -> ToyBatch:
+        return ToyBatch(self.src.to(device), self.tgt_in.to(device), self.tgt_out.to(device),
+                        self.num_tokens)
+
+
 def oracle_train_step(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip=1.0,
                       amp=False, forward=None) -> float:
     model.train()
@@ -244,15 +276,27 @@ def oracle_train_step(model, batch, optimizer, scheduler=None, smoothing=0.1, gr
     return loss.item()
 
 
-def _batch(case: dict, i: int):
-    src, tgt_in, tgt_out = case[f"src{i}"], case[f"tgt_in{i}"], case[f"tgt_out{i}"]
-    return types.SimpleNamespace(src=src, tgt_in=tgt_in, tgt_out=tgt_out,
-                                 num_tokens=int((tgt_out != 0).sum()))
+def _batch(case: dict, i: int) -> ToyBatch:
+    """Step ``i``'s batch of a case (its tensors under ``src{i}``... or ``_src{i}``...)."""
+    src, tgt_in, tgt_out = (case[f"{key}{i}"] if f"{key}{i}" in case else case[f"_{key}{i}"]
+                            for key in ("src", "tgt_in", "tgt_out"))
+    return ToyBatch(src, tgt_in, tgt_out, num_tokens=int((tgt_out != 0).sum()))
 
 
-TS_VALUES, TS_TRAIN = ("forward, loss, fresh gradients, clipping, optimiser step, then the "
-                       "scheduler; the loss as a float",
-                       "the model in training mode (dropout on), whatever mode it was in")
+def halved(model):
+    """What a case's ``forward`` is: a callable other than the model (as a compiled model is),
+    here giving half its logits, so that the check sees which one the step called."""
+    def forward(src, tgt_in):
+        return model(src, tgt_in) / 2
+    return forward
+
+
+TS_VALUES, TS_TRAIN, TS_OPTIONS = (
+    "forward, loss, fresh gradients, clipping, optimiser step, then the scheduler; the loss "
+    "as a Python float",
+    "the model in training mode (dropout on), whatever mode it was in",
+    "the logits from `forward` when it is given, under bfloat16 autocast when `amp` is set")
+FORWARD_TEXT = "a callable other than the model: half its logits"
 
 
 @register
@@ -262,53 +306,70 @@ class TrainStepChecker(Checker):
 
     def cases(self, gen, hidden):
         def case(requirement, vocab, width, batch, length, smoothing, clip, scheduler, lr,
-                 dropout=0.0):
+                 dropout=0.0, forward=False, amp=False):
             model = {f"w.{k}": randn(gen, *v.shape, scale=0.5)
                      for k, v in ToyModel(vocab, width).state_dict().items()}
-            c = {"requirement": requirement, **model, "vocab": vocab, "width": width,
-                 "smoothing": smoothing, "clip": clip, "scheduler": scheduler, "lr": lr,
-                 "dropout": dropout}
+            c = {"requirement": requirement,
+                 "model": (f"toy, vocab {vocab}, handed over in eval mode, dropout {dropout}"
+                           if dropout else f"toy, vocab {vocab}, in training mode"),
+                 "batches": f"two steps, each on {batch} rows of {length} tokens",
+                 "smoothing": smoothing, "grad_clip": "None" if clip is None else clip,
+                 "scheduler": scheduler, "lr": lr,
+                 "forward": FORWARD_TEXT if forward else "None", "amp": amp,
+                 **model, "_vocab": vocab, "_width": width, "_dropout": dropout}
             for i in (1, 2):  # two steps: gradients must not pile up from one to the next
-                c[f"src{i}"] = torch.randint(1, vocab, (batch, length), generator=gen)
+                c[f"_src{i}"] = torch.randint(1, vocab, (batch, length), generator=gen)
                 target = torch.randint(1, vocab, (batch, length + 1), generator=gen)
                 target[0, -2:] = 0
-                c[f"tgt_in{i}"], c[f"tgt_out{i}"] = target[:, :-1], target[:, 1:]
+                c[f"_tgt_in{i}"], c[f"_tgt_out{i}"] = target[:, :-1], target[:, 1:]
             return c
 
         cases = [case(TS_VALUES, 7, 8, 3, 4, 0.1, 1.0, True, 0.01),
                  case(TS_VALUES, 9, 8, 2, 5, 0.2, 0.05, False, 0.02),
-                 case(TS_TRAIN, 7, 8, 3, 4, 0.1, 1.0, False, 0.01, dropout=0.5)]
+                 case(TS_TRAIN, 7, 8, 3, 4, 0.1, 1.0, False, 0.01, dropout=0.5),
+                 case(TS_OPTIONS, 7, 8, 3, 4, 0.1, 1.0, True, 0.01, forward=True),
+                 case(TS_OPTIONS, 9, 8, 2, 5, 0.0, None, False, 0.02, amp=True)]
         if hidden:
             cases += [case(TS_VALUES, 11, 16, 4, 6, 0.0, 0.05, True, 0.05),
-                      case(TS_VALUES, 9, 8, 2, 5, 0.2, -1.0, False, 0.02),
-                      case(TS_TRAIN, 9, 16, 2, 5, 0.2, -1.0, True, 0.02, dropout=0.3)]
+                      case(TS_VALUES, 9, 8, 2, 5, 0.2, None, False, 0.02),
+                      case(TS_TRAIN, 9, 16, 2, 5, 0.2, None, True, 0.02, dropout=0.3),
+                      case(TS_OPTIONS, 11, 16, 4, 6, 0.2, 0.05, False, 0.05, forward=True),
+                      case(TS_OPTIONS, 7, 8, 3, 4, 0.1, 1.0, True, 0.01, forward=True,
+                           amp=True)]
         return cases
 
-    def describe(self, case):
-        clip = "no clipping" if case["clip"] < 0 else f"grad_clip={case['clip']}"
-        mode = (f", a model in eval mode with dropout {case['dropout']}" if case["dropout"]
-                else "")
-        return (f"two steps on a toy model (vocab {case['vocab']}), smoothing="
-                f"{case['smoothing']}, {clip}, scheduler={'yes' if case['scheduler'] else 'no'}"
-                f"{mode}")
-
     def _run(self, step, case):
-        model = ToyModel(case["vocab"], case["width"], case["dropout"])
+        model = ToyModel(case["_vocab"], case["_width"], case["_dropout"])
         model.load_state_dict({k[2:]: v for k, v in case.items() if k.startswith("w.")})
-        model.train(not case["dropout"])  # with dropout, hand the model over in eval mode
+        model.train(not case["_dropout"])  # with dropout, hand the model over in eval mode
         optimizer = torch.optim.Adam(model.parameters(), lr=case["lr"], betas=(0.9, 0.98),
                                      eps=1e-9)
         scheduler = (torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0 / (i + 1))
                      if case["scheduler"] else None)
-        clip = None if case["clip"] < 0 else case["clip"]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(1234)  # the same dropout masks for the answer and the oracle
-            losses = [step(model, _batch(case, i), optimizer, scheduler,
-                           smoothing=case["smoothing"], grad_clip=clip) for i in (1, 2)]
-        return {"losses": as_number_tensor(losses),
-                "out.weight": model.out.weight.detach().clone(),
-                "tgt_embed.weight": model.tgt_embed.weight.detach().clone(),
-                "lr": torch.tensor(optimizer.param_groups[0]["lr"], dtype=torch.float64)}
+        clip = None if case["grad_clip"] == "None" else case["grad_clip"]
+        options = {"amp": case["amp"]} if case["amp"] else {}
+        if case["forward"] != "None":
+            options["forward"] = halved(model)
+        dtypes: list[torch.dtype] = []
+        hook = model.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(1234)  # the same dropout masks for the answer and the oracle
+                losses = [step(model, _batch(case, i), optimizer, scheduler,
+                               smoothing=case["smoothing"], grad_clip=clip, **options)
+                          for i in (1, 2)]
+        finally:
+            hook.remove()
+        floats = [as_float(loss, "the loss") for loss in losses]
+        missing = next((f for f in floats if isinstance(f, Missing)), None)
+        got = {"losses": missing or torch.stack(floats),
+               "out.weight": model.out.weight.detach().clone(),
+               "tgt_embed.weight": model.tgt_embed.weight.detach().clone(),
+               "lr": torch.tensor(optimizer.param_groups[0]["lr"], dtype=torch.float64)}
+        if case["requirement"] == TS_OPTIONS:
+            got["logits dtype"] = (", ".join(sorted({str(d) for d in dtypes}))
+                                   or "the model was never called")
+        return got
 
     def run(self, obj, case):
         return self._run(obj, case)
@@ -317,9 +378,11 @@ class TrainStepChecker(Checker):
         return self._run(oracle_train_step, case)
 
     def mistakes(self, case):
-        def accumulate(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip=1.0):
+        def accumulate(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip=1.0,
+                       amp=False, forward=None):
             model.train()
-            logits = model(batch.src, batch.tgt_in)
+            with torch.autocast(batch.src.device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = (forward or model)(batch.src, batch.tgt_in)
             loss = oracle_smoothed_loss(logits, batch.tgt_out, smoothing)
             loss.backward()
             if grad_clip is not None:
@@ -329,8 +392,10 @@ class TrainStepChecker(Checker):
                 scheduler.step()
             return loss.item()
 
-        def mode_kept(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip=1.0):
-            logits = model(batch.src, batch.tgt_in)
+        def mode_kept(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip=1.0,
+                      amp=False, forward=None):
+            with torch.autocast(batch.src.device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = (forward or model)(batch.src, batch.tgt_in)
             loss = oracle_smoothed_loss(logits, batch.tgt_out, smoothing)
             optimizer.zero_grad()
             loss.backward()
@@ -341,21 +406,36 @@ class TrainStepChecker(Checker):
                 scheduler.step()
             return loss.item()
 
-        if case["dropout"]:
+        def model_only(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip=1.0,
+                       amp=False, forward=None):
+            return oracle_train_step(model, batch, optimizer, scheduler, smoothing, grad_clip,
+                                     amp)
+
+        if case["_dropout"]:
             wrong = self._run(mode_kept, case)
             return [("put the model in training mode first: it may come from an evaluation, "
                      "in eval mode, and then its dropout would stay off.",
                      {"out.weight": wrong["out.weight"]})]
-        return [("zero the gradients before backward: otherwise the second step adds up the "
-                 "gradients of both batches.",
-                 {"out.weight": self._run(accumulate, case)["out.weight"]})]
+        found = [("zero the gradients before backward: otherwise the second step adds up the "
+                  "gradients of both batches.",
+                  {"out.weight": self._run(accumulate, case)["out.weight"]})]
+        if case["forward"] != "None":
+            found.append(("when `forward` is given, the logits come from it, not from "
+                          "`model` (it stands for a compiled copy of the model; the "
+                          "parameters are still the model's).",
+                          {"losses": self._run(model_only, case)["losses"]}))
+        return found
 
     def symptom(self, case, got):
         lr = got.get("lr")
         if case["scheduler"] and isinstance(lr, Tensor) and float(lr) == case["lr"]:
             return "step the scheduler once per step, after the optimiser."
-        if not isinstance(got.get("losses"), Tensor):
-            return "return the loss as a Python float."
+        dtype = got.get("logits dtype")
+        if case["amp"] and isinstance(dtype, str) and dtype != "torch.bfloat16":
+            return ("with `amp=True` the forward pass runs under autocast to bfloat16 on the "
+                    "batch's device (here the CPU): the logits come out in bfloat16.")
+        if not case["amp"] and isinstance(dtype, str) and "bfloat16" in dtype:
+            return "autocast only when `amp` is set: with `amp=False` the logits stay float32."
         return None
 
     @property

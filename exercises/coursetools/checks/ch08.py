@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .ch02 import linear_weights, load, mha_weights, norm_weights, quiet
 from .ch04 import torch_layer, torch_layer_state
-from .core import Checker, randn, register
+from .core import Checker, namespace_of, randn, register
 
 # --- sample_next_token -----------------------------------------------------------------------------
 
@@ -44,7 +44,7 @@ class SampleNextTokenChecker(Checker):
              "temperature": 0.0, "top_k": 0},
             {"requirement": S_TEMPERATURE, "logits": randn(gen, 2, 5), "temperature": 0.5,
              "top_k": 0},
-            {"requirement": S_TEMPERATURE, "logits": randn(gen, 2, 5), "temperature": 2.0,
+            {"requirement": S_TEMPERATURE, "logits": randn(gen, 1, 5), "temperature": 2.0,
              "top_k": 0},
             {"requirement": S_TOP_K, "logits": randn(gen, 2, 6), "temperature": 1.0,
              "top_k": 2},
@@ -57,6 +57,8 @@ class SampleNextTokenChecker(Checker):
                  "temperature": 0.0, "top_k": 3},
                 {"requirement": S_TEMPERATURE, "logits": randn(gen, 3, 4), "temperature": 0.8,
                  "top_k": 0},
+                {"requirement": S_TOP_K, "logits": randn(gen, 1, 7), "temperature": 1.2,
+                 "top_k": 2},
                 {"requirement": S_TOP_K, "logits": randn(gen, 3, 8), "temperature": 0.7,
                  "top_k": 3},
                 {"requirement": S_GENERATOR, "logits": randn(gen, 2, 6), "temperature": 1.5,
@@ -81,10 +83,14 @@ class SampleNextTokenChecker(Checker):
                     and isinstance(again, Tensor) and torch.equal(again, draws[0]))}
             rows = logits.repeat_interleave(DRAWS, dim=0)  # (B * DRAWS, V)
             ids = obj(rows, temperature, top_k, torch.Generator().manual_seed(0))
+            once = obj(logits, temperature, top_k, torch.Generator().manual_seed(1))
+        shape = (f"shape {tuple(once.shape)}" if isinstance(once, Tensor)
+                 else type(once).__name__)
         if not isinstance(ids, Tensor) or ids.shape != (rows.shape[0],):
-            return {"frequencies": ids}
+            return {"frequencies": ids, f"ids for {logits.shape[0]} row(s)": shape}
         counts = F.one_hot(ids.long().clamp(0, logits.shape[-1] - 1), logits.shape[-1])
-        return {"frequencies": counts.double().view(logits.shape[0], DRAWS, -1).mean(1)}
+        return {"frequencies": counts.double().view(logits.shape[0], DRAWS, -1).mean(1),
+                f"ids for {logits.shape[0]} row(s)": shape}
 
     def expected(self, case):
         logits, temperature = case["logits"], case["temperature"]
@@ -93,7 +99,8 @@ class SampleNextTokenChecker(Checker):
             return {"ids": logits.argmax(dim=-1)}
         if case["requirement"] == S_GENERATOR:
             return {"same seed, same draws": True}
-        return {"frequencies": sampling_distribution(logits, temperature, top_k)}
+        return {"frequencies": sampling_distribution(logits, temperature, top_k),
+                f"ids for {logits.shape[0]} row(s)": f"shape ({logits.shape[0]},)"}
 
     def mistakes(self, case):
         logits, temperature = case["logits"], case["temperature"]
@@ -118,8 +125,11 @@ class SampleNextTokenChecker(Checker):
             return ("draw with the `generator` argument (torch.multinomial takes one), so that "
                     "the same seed gives the same tokens.")
         ids = got.get("ids")
-        if isinstance(ids, Tensor) and ids.dim() != 1:
-            return "return one token id per row: shape (B,)."
+        rows = case["logits"].shape[0]
+        shape = got.get(f"ids for {rows} row(s)")
+        if (isinstance(ids, Tensor) and ids.dim() != 1) or (
+                isinstance(shape, str) and shape != f"shape ({rows},)"):
+            return "return one token id per row: shape (B,), also when B is 1."
         return None
 
 
@@ -210,7 +220,7 @@ def oracle_sample(logits: Tensor, temperature: float = 1.0, top_k: int | None = 
 F_VALUES, F_CACHE, F_DROPOUT = (
     "values: embeddings, positions, causal layers, final norm, tied head",
     "with a cache, new tokens continue at the cached positions",
-    "dropout on the embeddings in training")
+    "dropout on the embeddings in training, none in eval mode")
 
 
 @register
@@ -222,20 +232,26 @@ class LMForwardChecker(Checker):
     def cases(self, gen, hidden):
         cases = [lm_case(gen) | {"requirement": F_VALUES},
                  lm_case(gen, length=6) | {"requirement": F_CACHE, "split": 2},
-                 lm_case(gen, dropout=1.0, layers=1) | {"requirement": F_DROPOUT}]
+                 lm_case(gen, dropout=1.0, layers=1) | {"requirement": F_DROPOUT,
+                                                        "mode": "train"},
+                 lm_case(gen, dropout=0.5, layers=1) | {"requirement": F_DROPOUT,
+                                                        "mode": "eval"}]
         if hidden:
             cases += [lm_case(gen, batch=3, length=7, d=12, heads=3, layers=1)
                       | {"requirement": F_VALUES},
                       lm_case(gen, batch=1, length=8, layers=1) | {"requirement": F_CACHE,
                                                                     "split": 5},
-                      lm_case(gen, length=4, dropout=1.0) | {"requirement": F_DROPOUT}]
+                      lm_case(gen, length=4, dropout=1.0) | {"requirement": F_DROPOUT,
+                                                             "mode": "train"},
+                      lm_case(gen, batch=3, length=6, dropout=0.3) | {"requirement": F_DROPOUT,
+                                                                      "mode": "eval"}]
         return cases
 
     def run(self, obj, case):
         model = new_model(obj, case)
         idx = case["idx"]
         if case["requirement"] == F_DROPOUT:
-            return {"logits": model.train()(idx)}
+            return {"logits": model.train(case["mode"] == "train")(idx)}
         if case["requirement"] == F_CACHE:
             cache = model.new_cache()
             first = model(idx[:, : case["split"]], cache)
@@ -246,7 +262,7 @@ class LMForwardChecker(Checker):
         return {"logits": model(idx)}
 
     def expected(self, case):
-        if case["requirement"] == F_DROPOUT:
+        if case["requirement"] == F_DROPOUT and case["mode"] == "train":
             # Every dropped activation is zero: the embeddings, every sublayer's output, so
             # the stream stays zero and the logits are those of the final norm's bias.
             bias = case["w.layers.norm.bias"].expand(*case["idx"].shape, -1)
@@ -270,13 +286,41 @@ class LMForwardChecker(Checker):
         logits = got.get("logits")
         if isinstance(logits, Tensor) and logits.shape[:2] != case["idx"].shape:
             return "return logits for every position: shape (B, T, V)."
+        if case.get("mode") == "eval":
+            return ("in eval mode dropout does nothing: the embeddings' dropout must follow "
+                    "the model's mode, as a dropout module does.")
         return None
 
 
 G_VALUES, G_MODE, G_CACHE, G_SAMPLING = (
-    "greedy continuation, token by token", "runs in eval mode, then restores the mode",
-    "with the cache, each step after the first feeds only the newest token",
-    "temperature and top_k are passed on to the sampler")
+    "greedy continuation, token by token",
+    "runs in eval mode, then restores the mode it was in",
+    "with use_cache the prompt once, then only the newest token; without it, or past max_len, "
+    "every step re-reads the last max_len tokens",
+    "each token drawn by sample_next_token, given the last position's logits, temperature, "
+    "top_k and the generator")
+GIVEN = "the one generate was given"
+LAST_LOGITS = "the model's, at the last position"
+
+
+def cached_length(cache: Any) -> int:
+    """How many positions a cache (one KVCache per layer) holds; 0 for none."""
+    try:
+        return len(cache[0]) if cache else 0
+    except Exception:  # noqa: BLE001  (a cache of the student's own making)
+        return 0
+
+
+def sampler_call(logits: Tensor, temperature: Any, top_k: Any, generator: Any, given: Any,
+                 last: Any) -> str:
+    """What generate handed its sampler, in words."""
+    which = (GIVEN if generator is given else "None" if generator is None
+             else "another generator")
+    same = (isinstance(last, Tensor) and last.dim() == 3 and isinstance(logits, Tensor)
+            and last[:, -1].shape == logits.shape
+            and bool(torch.allclose(last[:, -1].float(), logits.float(), atol=1e-6)))
+    return (f"temperature={temperature!r}, top_k={top_k!r}, generator: {which}, logits: "
+            f"{LAST_LOGITS if same else 'not the model output at the last position, as is'}")
 
 
 @register
@@ -286,62 +330,140 @@ class LMGenerateChecker(Checker):
 
     def cases(self, gen, hidden):
         def case(requirement, **kwargs):
-            new = kwargs.pop("new", 6)
-            temperature = kwargs.pop("temperature", 0.0)
-            top_k = kwargs.pop("top_k", 0)
-            return lm_case(gen, **kwargs) | {"requirement": requirement, "new": new,
-                                             "temperature": temperature, "top_k": top_k}
+            extra = {"mode": kwargs.pop("mode", "eval"), "new": kwargs.pop("new", 6),
+                     "temperature": kwargs.pop("temperature", 0.0),
+                     "top_k": kwargs.pop("top_k", 0),
+                     "use_cache": kwargs.pop("use_cache", True)}
+            return lm_case(gen, **kwargs) | {"requirement": requirement} | extra
 
-        cases = [case(G_VALUES, length=3), case(G_MODE, length=2, dropout=0.5),
+        cases = [case(G_VALUES, length=3),
+                 case(G_MODE, length=2, dropout=0.5, mode="train"),
+                 case(G_MODE, length=2, dropout=0.5, mode="eval", new=3),
                  case(G_CACHE, length=4, new=5),
-                 case(G_SAMPLING, length=2, temperature=5.0, top_k=1)]
+                 case(G_CACHE, length=3, new=4, use_cache=False),
+                 case(G_CACHE, length=4, new=5, max_len=6),
+                 case(G_SAMPLING, length=2, new=4, temperature=0.7, top_k=3)]
         if hidden:
             cases += [case(G_VALUES, batch=3, length=1, new=9, layers=1),
-                      case(G_MODE, length=3, dropout=0.3, layers=1),
+                      case(G_MODE, length=3, dropout=0.3, layers=1, mode="train"),
+                      case(G_MODE, batch=3, length=2, dropout=0.3, mode="eval"),
                       case(G_CACHE, batch=1, length=2, new=8),
-                      case(G_SAMPLING, length=3, temperature=3.0, top_k=1, layers=1)]
+                      case(G_CACHE, batch=3, length=2, new=5, layers=1, use_cache=False),
+                      case(G_CACHE, length=2, new=7, max_len=5, use_cache=False),
+                      case(G_CACHE, batch=1, length=5, new=6, max_len=7, layers=1),
+                      case(G_SAMPLING, length=3, new=5, temperature=1.5, top_k=2, layers=1)]
         return cases
 
     def run(self, obj, case):
         model = new_model(obj, case)
-        if case["requirement"] == G_MODE:
-            model.train()
-        lengths: list[int] = []
-        hook = model.embed.register_forward_pre_hook(
-            lambda module, args: lengths.append(int(args[0].shape[-1])))
+        model.train(case["mode"] == "train")
+        max_len, prompt = case["max_len"], case["idx"]
+        inputs: list[tuple[int, int, bool]] = []  # (new tokens, positions, cached) per call
+        last: list[Any] = [None]
+        forward = model.forward
+
+        def watched_forward(idx, cache=None):
+            offset = cached_length(cache)
+            inputs.append((int(idx.shape[-1]), offset + int(idx.shape[-1]), bool(cache)))
+            if offset + idx.shape[-1] > max_len:
+                raise ValueError(
+                    f"generate gave the model {offset + idx.shape[-1]} positions to read "
+                    f"(cached and new), more than its max_len ({max_len}): once the text "
+                    "outgrows max_len, the model can only re-read the last max_len tokens.")
+            last[0] = forward(idx) if cache is None else forward(idx, cache)
+            return last[0]
+
+        given = torch.Generator().manual_seed(0)
+        calls: list[str] = []
+        draws: list[Any] = []
+        namespace = namespace_of(obj) or {}
+        sampler = namespace.get("sample_next_token")
+
+        def watched_sampler(logits, temperature=1.0, top_k=None, generator=None):
+            calls.append(sampler_call(logits, temperature, top_k, generator, given, last[0]))
+            draws.append(sampler(logits, temperature, top_k, generator))
+            return draws[-1]
+
+        model.forward = watched_forward
+        if sampler is not None:
+            namespace["sample_next_token"] = watched_sampler
         try:
             with torch.random.fork_rng(devices=[]):
-                out = model.generate(case["idx"], case["new"], temperature=case["temperature"],
-                                     top_k=case["top_k"] or None,
-                                     generator=torch.Generator().manual_seed(0))
+                out = model.generate(prompt, case["new"], temperature=case["temperature"],
+                                     top_k=case["top_k"] or None, generator=given,
+                                     use_cache=case["use_cache"])
         finally:
-            hook.remove()
-        got: dict[str, Any] = {"tokens": out}
+            del model.forward
+            if sampler is not None:
+                namespace["sample_next_token"] = sampler
+        got: dict[str, Any] = {}
+        if case["requirement"] == G_SAMPLING:
+            kinds = list(dict.fromkeys(calls))
+            got["sampler calls"] = (f"{len(calls)}: " + " | ".join(kinds) if calls
+                                    else "none (sample_next_token was never called)")
+            rows = prompt.shape[0]
+            fits = (isinstance(out, Tensor) and out.shape == (rows, prompt.shape[1] + len(draws))
+                    and all(isinstance(d, Tensor) and d.shape == (rows,) for d in draws))
+            got["tokens"] = ("the prompt, then the sampler's draws" if fits and torch.equal(
+                out, torch.cat([prompt, *(d[:, None] for d in draws)], dim=1))
+                else "not the prompt followed by the sampler's draws")
+            return got
+        got["tokens"] = out
         if case["requirement"] == G_MODE:
             got["training afterwards"] = model.training
         if case["requirement"] == G_CACHE:
-            got["longest input after the first step"] = max(lengths[1:], default=0)
+            if not case["use_cache"]:
+                got["calls with a cache"] = sum(cached for _, _, cached in inputs)
+            elif prompt.shape[1] + case["new"] - 1 <= max_len:
+                got["longest input after the first step"] = max(
+                    (n for n, _, _ in inputs[1:]), default=0)
+            if prompt.shape[1] + case["new"] - 1 > max_len:
+                got["most positions read at once"] = max((p for _, p, _ in inputs), default=0)
         return got
 
     def expected(self, case):
         idx = case["idx"]
+        max_len = case["max_len"]
+        if case["requirement"] == G_SAMPLING:
+            return {"sampler calls": f"{case['new']}: temperature={case['temperature']!r}, "
+                                     f"top_k={case['top_k']!r}, generator: {GIVEN}, logits: "
+                                     f"{LAST_LOGITS}",
+                    "tokens": "the prompt, then the sampler's draws"}
         for _ in range(case["new"]):
-            next_id = lm_logits(case, idx)[:, -1].argmax(-1)
+            next_id = lm_logits(case, idx[:, -max_len:])[:, -1].argmax(-1)
             idx = torch.cat([idx, next_id[:, None]], dim=1)
         expected: dict[str, Any] = {"tokens": idx}
         if case["requirement"] == G_MODE:
-            expected["training afterwards"] = True
+            expected["training afterwards"] = case["mode"] == "train"
         if case["requirement"] == G_CACHE:
-            expected["longest input after the first step"] = 1
+            if not case["use_cache"]:
+                expected["calls with a cache"] = 0
+            elif case["idx"].shape[1] + case["new"] - 1 <= max_len:
+                expected["longest input after the first step"] = 1
+            if case["idx"].shape[1] + case["new"] - 1 > max_len:
+                expected["most positions read at once"] = max_len
         return expected
 
     def symptom(self, case, got):
-        if got.get("training afterwards") is False:
-            return "put the model back in the mode it was in (remember `self.training`)."
+        afterwards = got.get("training afterwards")
+        if isinstance(afterwards, bool) and afterwards != (case["mode"] == "train"):
+            return (f"the model came in {case['mode']} mode: put it back in the mode it was "
+                    "in (remember `self.training`).")
         longest = got.get("longest input after the first step")
         if isinstance(longest, int) and longest > 1:
             return ("with the cache, the model has already seen every earlier token: feed it "
                     "only the token it just produced.")
+        if isinstance(got.get("calls with a cache"), int) and got["calls with a cache"] > 0:
+            return "with use_cache=False, re-read the text at every step, without a cache."
+        most = got.get("most positions read at once")
+        if isinstance(most, int) and most < case["max_len"]:
+            return (f"past max_len, each step re-reads the last max_len = {case['max_len']} "
+                    "tokens: all the model can take, not fewer.")
+        calls = got.get("sampler calls")
+        if isinstance(calls, str) and case["requirement"] == G_SAMPLING:
+            return ("draw every token with sample_next_token, handing it the model's logits "
+                    "at the last position unchanged, and the temperature, top_k and generator "
+                    "generate was given.")
         if case["requirement"] == G_MODE:
             return "generate without dropout: switch the model to eval mode while sampling."
         return None
@@ -351,13 +473,19 @@ class LMGenerateChecker(Checker):
 
 
 class ToyLM(nn.Module):
-    """A stand-in model for the loss exercise: logits = embedding(idx) @ out^T."""
+    """A stand-in model for the loss exercise: logits = embedding(idx) @ out^T. Like the real
+    model it reads at most ``max_len`` tokens (the windows' T)."""
 
-    def __init__(self, embed: Tensor, out: Tensor, dtype: torch.dtype = torch.float32):
+    def __init__(self, embed: Tensor, out: Tensor, dtype: torch.dtype = torch.float32,
+                 max_len: int = 1 << 30):
         super().__init__()
-        self.embed, self.out, self.dtype = embed, out, dtype
+        self.embed, self.out, self.dtype, self.max_len = embed, out, dtype, max_len
 
     def forward(self, idx: Tensor) -> Tensor:
+        if idx.shape[-1] > self.max_len:
+            raise ValueError(f"the model reads at most max_len = {self.max_len} tokens (the "
+                             f"windows are T + 1 = {self.max_len + 1} long); it was given "
+                             f"{idx.shape[-1]}")
         return (F.embedding(idx, self.embed) @ self.out.T).to(self.dtype)
 
 
@@ -375,16 +503,18 @@ class LMLossChecker(Checker):
             return {"requirement": requirement,
                     "idx": torch.randint(0, vocab, (batch, length + 1), generator=gen),
                     "w.embed": randn(gen, vocab, d), "w.out": randn(gen, vocab, d),
-                    "dtype": dtype}
+                    "dtype": dtype, "vocab": vocab, "max_len": length}
 
-        cases = [case(L_SHIFT, 2, 5), case(L_MEAN, 3, 1), case(L_DTYPE, 2, 4, dtype="bfloat16")]
+        cases = [case(L_SHIFT, 2, 5, vocab=7), case(L_MEAN, 3, 1),
+                 case(L_DTYPE, 2, 4, vocab=5, dtype="bfloat16")]
         if hidden:
-            cases += [case(L_SHIFT, 4, 7, vocab=13), case(L_MEAN, 1, 6),
-                      case(L_DTYPE, 3, 3, dtype="bfloat16")]
+            cases += [case(L_SHIFT, 4, 7, vocab=13), case(L_MEAN, 1, 6, vocab=6),
+                      case(L_DTYPE, 3, 3, vocab=11, dtype="bfloat16")]
         return cases
 
     def run(self, obj, case):
-        model = ToyLM(case["w.embed"], case["w.out"], getattr(torch, case["dtype"]))
+        model = ToyLM(case["w.embed"], case["w.out"], getattr(torch, case["dtype"]),
+                      case["max_len"])
         return {"loss": obj(model, case["idx"])}
 
     def _loss(self, case, logits_of, targets_of):

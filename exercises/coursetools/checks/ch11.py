@@ -14,17 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .core import Checker, matches, randint, randn, register
-
-
-def distinct(checker: Checker, case: dict, found: list[tuple[str, dict]]
-             ) -> list[tuple[str, dict]]:
-    """The known mistakes whose outputs on ``case`` differ from the right ones (a mistake
-    that changes nothing here must not name the fault of another wrong answer)."""
-    right = checker.expected(case)
-    return [(hint, outputs) for hint, outputs in found
-            if not matches(right, outputs, checker.atol)]
-
+from .core import Checker, ModifiedInput, distinct, randint, randn, register
 
 # --- RMSNorm --------------------------------------------------------------------------------
 
@@ -264,9 +254,15 @@ class ApplyRopeChecker(Checker):
              "theta": 10.0},
             {"requirement": "batched positions", "x": randn(gen, 2, 2, 3, 4),
              "positions": torch.tensor([[[0, 1, 2]], [[7, 8, 9]]]), "theta": 10000.0},
+            {"requirement": "float16 input: computed in float32, returned as float16",
+             "x": randn(gen, 2, 3, 8).half(), "positions": torch.arange(3) + 40,
+             "theta": 10000.0},
         ]
         if hidden:
             cases += [
+                {"requirement": "float16 input: computed in float32, returned as float16",
+                 "x": randn(gen, 2, 2, 5, 16, scale=4.0).half(),
+                 "positions": torch.arange(5) + randint(gen, 100, 1000), "theta": 10000.0},
                 {"requirement": "values", "x": randn(gen, 2, 4, 7, 32),
                  "positions": torch.arange(7), "theta": 10000.0},
                 {"requirement": "positions offset", "x": randn(gen, 3, 16),
@@ -327,9 +323,13 @@ class GroupedQueryAttentionChecker(Checker):
             case("groups of query heads share a key/value head", 1, 4, 2, 3, 3, 4),
             case("one key/value head (multi-query)", 2, 3, 1, 3, 3, 4),
             case("queries after a cache (S > T)", 1, 4, 2, 2, 5, 4),
+            {**case("causal=False: every query sees every key", 1, 4, 2, 3, 5, 4),
+             "causal": False},
         ]
         if hidden:
             cases += [
+                {**case("causal=False: every query sees every key", 2, 6, 2, 4, 4, 8),
+                 "causal": False},
                 case("multi-head when n_kv_heads == n_heads", 1, 4, 4, 6, 6, 16),
                 case("groups of query heads share a key/value head", 2, 8, 2, 5, 5, 8),
                 case("one key/value head (multi-query)", 1, 4, 1, 2, 2, 8),
@@ -339,29 +339,37 @@ class GroupedQueryAttentionChecker(Checker):
         return cases
 
     def run(self, obj, case):
-        return {"output": obj(case["q"].clone(), case["k"].clone(), case["v"].clone())}
+        q, k, v = case["q"].clone(), case["k"].clone(), case["v"].clone()
+        if "causal" in case:
+            return {"output": obj(q, k, v, causal=case["causal"])}
+        return {"output": obj(q, k, v)}  # causal by default
 
     def expected(self, case):
-        return {"output": oracle_gqa(case["q"], case["k"], case["v"])}
+        return {"output": oracle_gqa(case["q"], case["k"], case["v"],
+                                     causal=case.get("causal", True))}
 
     def mistakes(self, case):
         q, k, v = case["q"], case["k"], case["v"]
         h, g = q.shape[1], k.shape[1]
         t, s = q.shape[-2], k.shape[-2]
+        causal = case.get("causal", True)
         k_exp, v_exp = k.repeat_interleave(h // g, 1), v.repeat_interleave(h // g, 1)
         found = [
             ("the attention must be causal: a query may not see the keys after its own "
              "position.", {"output": F.scaled_dot_product_attention(q, k_exp, v_exp)}),
             ("divide the scores by sqrt(head width) before the softmax.",
-             {"output": oracle_gqa(q * math.sqrt(q.shape[-1]), k, v)}),
+             {"output": oracle_gqa(q * math.sqrt(q.shape[-1]), k, v, causal=causal)}),
         ]
+        if not causal:
+            found = [("with causal=False nothing is masked: every query sees every key.",
+                      {"output": oracle_gqa(q, k, v, causal=True)})] + found[1:]
         if 1 < g < h:
             found.append(("consecutive query heads share a key/value head (with 2 per group, "
                           "heads 0 and 1 use key/value head 0): your copies of the key/value "
                           "heads come in the wrong order.",
                           {"output": oracle_gqa(q, k.repeat(1, h // g, 1, 1),
-                                                v.repeat(1, h // g, 1, 1))}))
-        if s > t:
+                                                v.repeat(1, h // g, 1, 1), causal=causal)}))
+        if s > t and causal:
             top_left = torch.ones(t, s, dtype=torch.bool).tril()
             found.append(("the T queries are the last T of the S positions: query t sits at "
                           "position S - T + t and may see every key up to there.",
@@ -413,6 +421,7 @@ class MergePairChecker(Checker):
             case("pair at the end and no occurrence", [3, 4, 9, 9], (9, 9), 257),
             case("pair at the end and no occurrence", [3, 4, 3], (4, 4), 258),
             case("order matters: (a, b) is not (b, a)", [2, 1, 2, 1], (1, 2), 259),
+            case("every occurrence", [12, 3, 2, 3, 5, 23], (2, 3), 260),
         ]
         if hidden:
             ids = torch.randint(0, 4, (40,), generator=gen).tolist()
@@ -422,6 +431,7 @@ class MergePairChecker(Checker):
                 case("pair at the end and no occurrence", [], (1, 2), 261),
                 case("pair at the end and no occurrence", [8], (8, 8), 262),
                 case("order matters: (a, b) is not (b, a)", [3, 5, 5, 3, 3, 5], (5, 3), 263),
+                case("every occurrence", [1, 11, 1, 1, 111, 1, 1], (1, 1), 264),
             ]
         return cases
 
@@ -430,7 +440,11 @@ class MergePairChecker(Checker):
                 f"new_id={case['new_id']}")
 
     def run(self, obj, case):
-        result = obj(case["ids"].tolist(), (case["first"], case["second"]), case["new_id"])
+        ids = case["ids"].tolist()
+        result = obj(ids, (case["first"], case["second"]), case["new_id"])
+        if ids != case["ids"].tolist():
+            raise ModifiedInput("your code changed the list `ids` it was given; the caller "
+                                "still needs it. Build and return a new list.")
         return {"ids": as_id_tensor(result)}
 
     def expected(self, case):
@@ -496,21 +510,29 @@ class CrossEntropyChecker(Checker):
                  "torch.log_softmax", "torch.logsumexp")
 
     def cases(self, gen, hidden):
-        def case(requirement, shape, scale=1.0):
+        def case(requirement, shape, scale=1.0, dtype=torch.float32):
             v = shape[-1]
-            return {"requirement": requirement, "logits": randn(gen, *shape, scale=scale),
-                    "targets": torch.randint(0, v, shape[:-1], generator=gen)}
+            logits = randn(gen, *shape, scale=scale)
+            targets = torch.randint(0, v, shape[:-1], generator=gen)
+            if scale > 100:  # far below its row's max, a target's probability underflows
+                rows, flat = logits.reshape(-1, v), targets.view(-1)
+                flat[0], flat[1] = rows[0].argmin(), rows[1].argmax()
+            return {"requirement": requirement, "logits": logits.to(dtype), "targets": targets}
 
         cases = [
             case("values", (6, 5)),
             case("any leading axes (batch, time, V)", (2, 4, 7)),
             case("large logits: no overflow", (3, 6), scale=1e4),
+            case("float16 logits: computed in float32", (4, 8), scale=3.0,
+                 dtype=torch.float16),
         ]
         if hidden:
             cases += [
                 case("values", (40, 30), scale=3.0),
                 case("any leading axes (batch, time, V)", (2, 3, 2, 11)),
                 case("large logits: no overflow", (4, 5, 9), scale=3e4),
+                case("float16 logits: computed in float32", (2, 3, 50), scale=8.0,
+                     dtype=torch.float16),
             ]
         return cases
 
@@ -518,14 +540,14 @@ class CrossEntropyChecker(Checker):
         return {"loss": obj(case["logits"].clone(), case["targets"].clone())}
 
     def expected(self, case):
-        logits = case["logits"]
+        logits = case["logits"].float()
         return {"loss": F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                         case["targets"].reshape(-1))}
 
     def mistakes(self, case):
         logits, targets = case["logits"], case["targets"]
-        per = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                              reduction="none")
+        per = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                              targets.reshape(-1), reduction="none")
         return distinct(self, case, [
             ("return the mean over positions, not the sum.", {"loss": per.sum()}),
             ("the loss is minus the log-probability of the target: check the sign.",
@@ -535,12 +557,15 @@ class CrossEntropyChecker(Checker):
         loss = got.get("loss")
         if not isinstance(loss, Tensor):
             return None
-        if not bool(torch.isfinite(loss).all()):
-            return ("exp() overflowed: the log-softmax of a row does not change when a "
-                    "constant is subtracted from it; pick one that keeps every exponent at "
-                    "most 0.")
         if loss.dim() > 0:
             return "return one number: the mean over all positions."
+        if loss.dtype != torch.float32:
+            return "compute in float32 (and return float32) whatever the logits' dtype."
+        if not bool(torch.isfinite(loss).all()):
+            return ("the loss is not finite: exp() of a large logit overflowed, or the "
+                    "probability of a target far below its row's max underflowed to 0, whose "
+                    "log is -inf. Stay in log space: z_y - logsumexp(z), with the row's max "
+                    "taken out of every exponent.")
         return None
 
 
@@ -559,11 +584,11 @@ def oracle_adamw(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, 
     return p.detach(), opt.state[p]["exp_avg"], opt.state[p]["exp_avg_sq"]
 
 
-
 def adam_variant(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-                 correct=True, decoupled=True, t_offset=0):
+                 correct=True, decoupled=True, t_offset=0, eps_under_root=False):
     """The parameter after one step of a known mistake: no bias correction, weight decay
-    added to the gradient (Adam + L2), or the step number off by ``t_offset``."""
+    added to the gradient (Adam + L2), the step number off by ``t_offset``, or eps added
+    under the square root."""
     grad = grad if decoupled else grad + weight_decay * param
     m = beta1 * exp_avg + (1 - beta1) * grad
     v = beta2 * exp_avg_sq + (1 - beta2) * grad * grad
@@ -571,6 +596,8 @@ def adam_variant(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, 
     if correct:
         m, v = m / (1 - beta1 ** t), v / (1 - beta2 ** t)
     shrunk = param * (1 - lr * weight_decay) if decoupled else param
+    if eps_under_root:
+        return shrunk - lr * m / (v + eps).sqrt()
     return shrunk - lr * m / (v.sqrt() + eps)
 
 @register
@@ -580,10 +607,14 @@ class AdamWStepChecker(Checker):
                  "torch.optim._functional")
 
     def cases(self, gen, hidden):
-        def case(requirement, shape, step, wd, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8):
+        def case(requirement, shape, step, wd, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8,
+                 grad_scale=1.0):
             first = step == 1
+            grad = randn(gen, *shape, scale=grad_scale)
+            if grad_scale < 1:  # tiny gradients, one of them exactly 0
+                grad.view(-1)[0] = 0.0
             return {"requirement": requirement, "param": randn(gen, *shape),
-                    "grad": randn(gen, *shape),
+                    "grad": grad,
                     "exp_avg": torch.zeros(shape) if first else randn(gen, *shape, scale=0.1),
                     "exp_avg_sq": torch.zeros(shape) if first
                     else torch.rand(*shape, generator=gen) * 0.01,
@@ -593,13 +624,17 @@ class AdamWStepChecker(Checker):
         cases = [
             case("first step (t = 1) from zero moments", (4,), 1, 0.0),
             case("bias correction at a later step", (3, 2), 5, 0.0, beta1=0.8, beta2=0.95),
-            case("decoupled weight decay", (5,), 3, 0.1, lr=0.05),
+            case("decoupled weight decay", (5,), 3, 0.5, lr=0.1),
+            case("eps added to the root (tiny and zero gradients)", (6,), 1, 0.0, eps=1e-6,
+                 grad_scale=1e-6),
         ]
         if hidden:
             cases += [
+                case("eps added to the root (tiny and zero gradients)", (2, 4), 1, 0.01,
+                     lr=0.05, eps=1e-8, grad_scale=1e-8),
                 case("first step (t = 1) from zero moments", (2, 3), 1, 0.01, lr=0.1),
                 case("bias correction at a later step", (6,), 100, 0.0, eps=1e-6),
-                case("decoupled weight decay", (3, 3), 2, 0.5, lr=0.02, beta2=0.9),
+                case("decoupled weight decay", (3, 3), 2, 0.3, lr=0.2, beta2=0.9),
             ]
         return cases
 
@@ -639,10 +674,22 @@ class AdamWStepChecker(Checker):
             found.append(("`step` is already this step's number t (1 at the first step): the "
                           "bias correction uses it as it is.",
                           {"param": adam_variant(*args, t_offset=-1)}))
+        if case["weight_decay"]:
+            adam = adam_variant(*args[:-1], 0.0)
+            found.append(("the decay shrinks the parameter as it was before this step "
+                          "(param - lr * weight_decay * param), then the Adam update is "
+                          "subtracted: decaying the updated parameter is a different step.",
+                          {"param": adam * (1 - case["lr"] * case["weight_decay"])}))
+        found.append(("eps is added to the square root of the corrected v, not under the "
+                      "root: with tiny gradients the two differ a lot.",
+                      {"param": adam_variant(*args, eps_under_root=True)}))
         return distinct(self, case, found)
 
     def symptom(self, case, got):
         param = got.get("param")
+        if isinstance(param, Tensor) and not bool(torch.isfinite(param).all()):
+            return ("a zero gradient gives m = v = 0 and the update 0 / 0: eps, added to the "
+                    "square root of the corrected v, keeps the denominator above zero.")
         if isinstance(param, Tensor) and torch.equal(param, case["param"]):
             return ("update `param` in place: the model holds that tensor, and a new tensor "
                     "bound to the name `param` is lost when the function returns.")

@@ -116,6 +116,15 @@ class Checker:
         raise NotImplementedError(f"no oracle for {self.name}")
 
 
+def distinct(checker: Checker, case: dict, found: list[tuple[str, dict]]
+             ) -> list[tuple[str, dict]]:
+    """The known mistakes whose outputs on ``case`` differ from the right ones (a mistake
+    that changes nothing here must not name the fault of another wrong answer)."""
+    right = checker.expected(case)
+    return [(hint, outputs) for hint, outputs in found
+            if not matches(right, outputs, checker.atol)]
+
+
 def compare_outputs(checker: Checker, got: dict[str, Any], expected: dict[str, Any]
                     ) -> list[str]:
     """What is wrong in ``got`` (nothing: an empty list), with the checker's tolerances."""
