@@ -260,20 +260,31 @@ class ToyBatch:
                         self.num_tokens)
 
 
-def oracle_train_step(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip=1.0,
-                      amp=False, forward=None) -> float:
-    model.train()
-    with torch.autocast(batch.src.device.type, dtype=torch.bfloat16, enabled=amp):
-        logits = (forward or model)(batch.src, batch.tgt_in)
-    loss = oracle_smoothed_loss(logits, batch.tgt_out, smoothing)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if grad_clip is not None:
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    if scheduler is not None:
-        scheduler.step()
-    return loss.item()
+def train_step_variant(train_mode: bool = True, zero_grad: bool = True):
+    """The right ``train_step`` (the defaults), or one with a known mistake: the model left in
+    the mode it came in, or the gradients never zeroed."""
+
+    def train_step(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip=1.0,
+                   amp=False, forward=None) -> float:
+        if train_mode:
+            model.train()
+        with torch.autocast(batch.src.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = (forward or model)(batch.src, batch.tgt_in)
+        loss = oracle_smoothed_loss(logits, batch.tgt_out, smoothing)
+        if zero_grad:
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        return loss.item()
+
+    return train_step
+
+
+oracle_train_step = train_step_variant()
 
 
 def _batch(case: dict, i: int) -> ToyBatch:
@@ -378,47 +389,20 @@ class TrainStepChecker(Checker):
         return self._run(oracle_train_step, case)
 
     def mistakes(self, case):
-        def accumulate(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip=1.0,
-                       amp=False, forward=None):
-            model.train()
-            with torch.autocast(batch.src.device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = (forward or model)(batch.src, batch.tgt_in)
-            loss = oracle_smoothed_loss(logits, batch.tgt_out, smoothing)
-            loss.backward()
-            if grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            return loss.item()
-
-        def mode_kept(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip=1.0,
-                      amp=False, forward=None):
-            with torch.autocast(batch.src.device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = (forward or model)(batch.src, batch.tgt_in)
-            loss = oracle_smoothed_loss(logits, batch.tgt_out, smoothing)
-            optimizer.zero_grad()
-            loss.backward()
-            if grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            return loss.item()
-
         def model_only(model, batch, optimizer, scheduler=None, smoothing=0.1, grad_clip=1.0,
                        amp=False, forward=None):
             return oracle_train_step(model, batch, optimizer, scheduler, smoothing, grad_clip,
                                      amp)
 
         if case["_dropout"]:
-            wrong = self._run(mode_kept, case)
+            wrong = self._run(train_step_variant(train_mode=False), case)
             return [("put the model in training mode first: it may come from an evaluation, "
                      "in eval mode, and then its dropout would stay off.",
                      {"out.weight": wrong["out.weight"]})]
         found = [("zero the gradients before backward: otherwise the second step adds up the "
                   "gradients of both batches.",
-                  {"out.weight": self._run(accumulate, case)["out.weight"]})]
+                  {"out.weight": self._run(train_step_variant(zero_grad=False),
+                                           case)["out.weight"]})]
         if case["forward"] != "None":
             found.append(("when `forward` is given, the logits come from it, not from "
                           "`model` (it stands for a compiled copy of the model; the "
